@@ -85,14 +85,6 @@ def example_subjects(source, split: str | None = None) -> np.ndarray:
   return np.asarray([source[i]["subject"] for i in range(len(source))])
 
 
-def sample_frame_indices(num_available: int, num_frames: int) -> np.ndarray:
-  """`num_frames` indices spread uniformly over [0, num_available) (segment centres), ascending."""
-  if num_available < 1:
-    raise ValueError(f"num_available must be >= 1, got {num_available}")
-  edges = np.linspace(0.0, num_available, num_frames + 1)
-  return np.minimum(((edges[:-1] + edges[1:]) / 2).astype(np.int64), num_available - 1)
-
-
 def require_columns(header: Sequence[str], wanted: Sequence[str], path, log_: BadInputLog) -> list[int] | None:
   """Column positions of `wanted` in `header` (case-insensitive); reports the missing ones via log_."""
   lowered = [h.strip().lower() for h in header]
