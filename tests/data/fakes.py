@@ -84,3 +84,23 @@ def write_biovid(root, subjects=("071309_w_21", "072514_m_27", "080309_m_29"), l
         sample_id += 1
   (part / "samples.csv").write_text("\n".join(rows) + "\n")
   return part
+
+
+def write_affwild2(root, videos=None, num_frames=20):
+  """cropped_aligned jpgs, VA annotations with -5 lines, raw mp4s with audio; vidB_left/_right share vidB."""
+  root = pathlib.Path(root)
+  videos = videos or {"train": ["vidA", "vidB_left", "vidB_right"], "validation": ["vidC"]}
+  ann = root / "annotations" / "VA_Estimation_Challenge"
+  for split, names in videos.items():
+    folder = ann / ("Train_Set" if split == "train" else "Validation_Set")
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, name in enumerate(names):
+      write_jpegs(root / "cropped_aligned" / name, num_frames, 16, 16, pattern="{:05d}.jpg", seed=k)
+      lines = ["valence,arousal"]
+      for f in range(1, num_frames + 1):
+        lines.append("-5,-5" if f % 4 == 0 else f"{(f % 7) / 10:.2f},{-(f % 5) / 10:.2f}")
+      (folder / f"{name}.txt").write_text("\n".join(lines) + "\n")
+      base = name.removesuffix("_left").removesuffix("_right")
+      if not (root / "videos" / f"{base}.mp4").exists():
+        write_mp4(root / "videos" / f"{base}.mp4", num_frames, 16, 16, fps=10, audio_seconds=num_frames / 10)
+  return root
