@@ -6,7 +6,7 @@ Quick start::
   cfg = models.default_config("tiny")          # or "paper"
   teacher, student = models.build_teacher(cfg), models.build_student(cfg)
   batch = models.dummy_batch(cfg, batch_size=8)
-  variables = teacher.init(jax.random.key(0), batch, train=False)   # {"params", "batch_stats"}
+  variables = models.init_variables(teacher, batch)                  # {"params", "batch_stats"}
   out = teacher.apply(variables, batch, train=False)                # ModelOutput
 """
 
@@ -14,7 +14,7 @@ from pkdot_jax.models.assemblies import Adapter, ModelOutput, Student, Teacher, 
 from pkdot_jax.models.backbones import AudioLogMelResNet, PhysioCNN1D, PhysioSpectrogramResNet
 from pkdot_jax.models.factory import (build_fusion, build_privileged_backbone, build_student, build_teacher,
                                       build_tnet, build_video_backbone, default_config, dummy_batch,
-                                      privileged_dim, visual_dim)
+                                      init_variables, privileged_dim, visual_dim)
 from pkdot_jax.models.fusion import (ConcatFusion, GatedCrossAttentionFusion, Head,
                                      JointCrossAttentionFusion)
 from pkdot_jax.models.resnet import CNN1D, R3D18, ResNet2D
@@ -25,5 +25,5 @@ __all__ = [
     "JointCrossAttentionFusion", "ModelOutput", "PhysioCNN1D", "PhysioSpectrogramResNet", "R3D18", "ResNet2D",
     "Student", "TNet", "Teacher", "build_fusion", "build_privileged_backbone", "build_student",
     "build_teacher", "build_tnet", "build_video_backbone", "check_same_embedding_dim", "default_config",
-    "dummy_batch", "privileged_dim", "visual_dim",
+    "dummy_batch", "init_variables", "privileged_dim", "visual_dim",
 ]

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -189,3 +190,14 @@ def dummy_batch(cfg: ml_collections.ConfigDict, batch_size: int = 2, seed: int =
       "physio": rng.standard_normal((batch_size, *shapes.physio)).astype(np.float32),
       "audio": rng.standard_normal((batch_size, *shapes.audio)).astype(np.float32),
   }
+
+
+def init_variables(model, batch: dict[str, Any], seed: int = 0, prng_impl: str = "rbg") -> dict:
+  """Jitted ``model.init(key, batch, train=False)`` -> {"params", "batch_stats"}.
+
+  The key uses the "rbg" PRNG by default: XLA:CPU compiles a threefry-based init of many tensors slowly
+  (tiny R3D-18: 17 s with threefry, 2.7 s with rbg, on a 2-core EPYC); the forward pass is unaffected.
+  Pass ``prng_impl="threefry2x32"`` for JAX's default generator.
+  """
+  key = jax.random.key(seed, impl=prng_impl)
+  return jax.jit(model.init, static_argnames="train")(key, batch, train=False)

@@ -153,7 +153,7 @@ class JointCrossAttentionFusion(nn.Module):
     dense = lambda features, n: nn.Dense(features, use_bias=False, dtype=self.dtype,  # noqa: E731
                                          param_dtype=jnp.float32, name=f"{name}_{n}")
     affine = dense(num_tokens, "affine")(jnp.swapaxes(joint, 1, 2))               # (B, 2d, L)
-    correlation = jnp.einsum("bld,bel->bde", x, jnp.swapaxes(affine, 1, 2))       # (B, d, 2d)
+    correlation = jnp.einsum("bld,bel->bde", x, affine)                            # (B, d, 2d)
     correlation = jnp.tanh(correlation / jnp.sqrt(jnp.asarray(joint_dim, correlation.dtype)))
     hidden = nn.relu(dense(self.hidden, "w_c")(correlation) + dense(self.hidden, "w")(jnp.swapaxes(x, 1, 2)))
     return jnp.swapaxes(dense(num_tokens, "w_h")(hidden), 1, 2) + x              # (B, L, d)
