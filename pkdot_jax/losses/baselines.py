@@ -1,0 +1,544 @@
+"""Baseline knowledge-distillation losses, as pure functions with ``(student, teacher, ...)`` argument order.
+
+Every function stops the gradient into the teacher, reduces to a scalar, and follows the normalisation of its
+paper; where the widely used implementations (RepDistiller, torchdistill, the authors' code) normalise
+differently, the docstring says so.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "hinton_kd",
+    "fitnets",
+    "feature_mse",
+    "pkt",
+    "rkd",
+    "sp",
+    "cc",
+    "dkd",
+    "nst",
+    "mmd",
+    "generalized_distillation",
+    "privileged_cosine",
+    "mars",
+]
+
+_EPS = 1e-8
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+# ---------------------------------------------------------------------------------------------------- checks
+
+
+def _check_pair(student: jax.Array, teacher: jax.Array, *, rank: int | None = 2, same_shape: bool = False,
+                min_rank: int | None = None) -> None:
+  for name, x in (("student", student), ("teacher", teacher)):
+    if rank is not None and jnp.ndim(x) != rank:
+      raise ValueError(f"{name} must be a {rank}-D array, got shape {jnp.shape(x)}.")
+    if min_rank is not None and jnp.ndim(x) < min_rank:
+      raise ValueError(f"{name} must have at least {min_rank} dimensions, got shape {jnp.shape(x)}.")
+  if same_shape and jnp.shape(student) != jnp.shape(teacher):
+    raise ValueError(
+        f"student and teacher must have the same shape, got student {jnp.shape(student)} and teacher "
+        f"{jnp.shape(teacher)}."
+    )
+  if jnp.shape(student)[0] != jnp.shape(teacher)[0]:
+    raise ValueError(
+        f"student and teacher must have the same batch size, got student {jnp.shape(student)} and teacher "
+        f"{jnp.shape(teacher)}."
+    )
+
+
+def _check_labels(labels: jax.Array, logits: jax.Array) -> None:
+  if jnp.shape(labels) != (logits.shape[0],):
+    raise ValueError(
+        f"labels must be a ({logits.shape[0]},) integer array matching logits {logits.shape}, got shape "
+        f"{jnp.shape(labels)}."
+    )
+  if not jnp.issubdtype(jnp.asarray(labels).dtype, jnp.integer):
+    raise ValueError(f"labels must be integer class ids, got dtype {jnp.asarray(labels).dtype}.")
+
+
+def _flatten(x: jax.Array) -> jax.Array:
+  return jnp.reshape(x, (x.shape[0], -1))
+
+
+def _unit_rows(x: jax.Array) -> jax.Array:
+  sq = jnp.sum(x * x, axis=-1, keepdims=True)
+  return x / jnp.sqrt(jnp.maximum(sq, _EPS * _EPS))
+
+
+def _safe_norm(x: jax.Array, axis: int = -1) -> jax.Array:
+  # sqrt(max(., eps^2)): finite gradient at exactly-zero vectors (the diagonal of a distance matrix).
+  return jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=axis), _EPS * _EPS))
+
+
+def _sq_distances(x: jax.Array, y: jax.Array) -> jax.Array:
+  # Direct differences (not the |x|^2 + |y|^2 - 2xy expansion) so that near-duplicates are not swamped by
+  # cancellation; the baselines run at small B, where the (B, B, D) intermediate is cheap.
+  return jnp.sum((x[:, None, :] - y[None, :, :]) ** 2, axis=-1)
+
+
+def _kl_rows(p_log: jax.Array, q_log: jax.Array) -> jax.Array:
+  """KL(p || q) per row from log-probabilities, with 0 log 0 = 0."""
+  p = jnp.exp(p_log)
+  return jnp.sum(jnp.where(p > 0, p * (p_log - q_log), 0.0), axis=-1)
+
+
+# ---------------------------------------------------------------------------------------------------- logits
+
+
+def hinton_kd(student: jax.Array, teacher: jax.Array, *, temperature: float = 4.0) -> jax.Array:
+  r"""Hinton knowledge distillation: ``T^2 * mean_i KL(softmax(t_i / T) || softmax(s_i / T))``.
+
+  The ``T^2`` factor keeps the gradient scale independent of the temperature, as Hinton et al. recommend;
+  the KL is summed over classes and averaged over the batch (PyTorch's ``KLDivLoss(reduction="batchmean")``).
+
+  Args:
+    student: (B, C) student logits.
+    teacher: (B, C) teacher logits.
+    temperature: softening temperature T > 0.
+
+  Returns:
+    Scalar loss.
+
+  References:
+    Hinton, Vinyals, Dean. "Distilling the Knowledge in a Neural Network." NIPS workshop 2015,
+    arXiv:1503.02531.
+  """
+  _check_pair(student, teacher, same_shape=True)
+  teacher = jax.lax.stop_gradient(teacher)
+  t_log = jax.nn.log_softmax(teacher / temperature, axis=-1)
+  s_log = jax.nn.log_softmax(student / temperature, axis=-1)
+  return temperature**2 * jnp.mean(_kl_rows(t_log, s_log))
+
+
+def dkd(student: jax.Array, teacher: jax.Array, labels: jax.Array, *, alpha: float = 1.0, beta: float = 8.0,
+        temperature: float = 4.0) -> jax.Array:
+  r"""Decoupled knowledge distillation: ``T^2 (alpha TCKD + beta NCKD)``, averaged over the batch.
+
+  With ``p = softmax(z / T)`` and the target class ``y``:
+  TCKD = KL([p^T_y, 1 - p^T_y] || [p^S_y, 1 - p^S_y]) (binary target vs. rest), and
+  NCKD = KL(softmax(z^T_{not y} / T) || softmax(z^S_{not y} / T)) over the non-target classes.
+  The paper's warm-up of the loss weight over the first epochs is the trainer's business.
+
+  Args:
+    student: (B, C) student logits.
+    teacher: (B, C) teacher logits.
+    labels: (B,) integer target classes.
+    alpha: TCKD weight.
+    beta: NCKD weight (8 on CIFAR-100 in the paper).
+    temperature: T.
+
+  Returns:
+    Scalar loss.
+
+  References:
+    Zhao, Cui, Song, Qiu, Liang. "Decoupled Knowledge Distillation." CVPR 2022.
+  """
+  _check_pair(student, teacher, same_shape=True)
+  _check_labels(labels, student)
+  teacher = jax.lax.stop_gradient(teacher)
+  num_classes = student.shape[-1]
+  target = jax.nn.one_hot(labels, num_classes, dtype=bool)
+
+  def binary_log(logits: jax.Array) -> jax.Array:
+    log_p = jax.nn.log_softmax(logits / temperature, axis=-1)
+    log_target = jnp.sum(jnp.where(target, log_p, 0.0), axis=-1)
+    # log(1 - p_y) as the log-sum-exp of the non-target log-probabilities: exact when p_y -> 1.
+    log_rest = jax.nn.logsumexp(jnp.where(target, -jnp.inf, log_p), axis=-1)
+    return jnp.stack([log_target, log_rest], axis=-1)
+
+  def non_target_log(logits: jax.Array) -> jax.Array:
+    masked = jnp.where(target, -jnp.inf, logits / temperature)
+    return jax.nn.log_softmax(masked, axis=-1)
+
+  tckd = _kl_rows(binary_log(teacher), binary_log(student))
+  # The target column is -inf in both; replace it before subtracting (-inf - -inf is NaN) and drop it.
+  t_nt = jnp.where(target, 0.0, non_target_log(teacher))
+  s_nt = jnp.where(target, 0.0, non_target_log(student))
+  nckd = jnp.sum(jnp.where(target, 0.0, jnp.exp(t_nt) * (t_nt - s_nt)), axis=-1)
+  return temperature**2 * jnp.mean(alpha * tckd + beta * nckd)
+
+
+def generalized_distillation(student: jax.Array, teacher: jax.Array, labels: jax.Array, *,
+                             imitation: float = 0.5, temperature: float = 1.0) -> jax.Array:
+  r"""Generalized distillation (distillation + learning using privileged information).
+
+  ``mean_i [(1 - lambda) CE(y_i, softmax(f_s(x_i))) + lambda CE(s_i, softmax(f_s(x_i)))]`` with the soft
+  labels ``s_i = softmax(f_t(x*_i) / T)`` of a teacher trained on the privileged input. As in the paper's
+  eq. (7), only the teacher is softened (the student enters both terms at temperature 1) and there is no
+  ``T^2`` factor. This is the *whole* objective: it contains the hard-label term, so use it without a separate
+  task loss. ``lambda`` is the imitation parameter.
+
+  Args:
+    student: (B, C) student logits.
+    teacher: (B, C) teacher (privileged) logits.
+    labels: (B,) integer targets.
+    imitation: lambda in [0, 1].
+    temperature: T > 0 for the teacher's soft labels.
+
+  Returns:
+    Scalar loss.
+
+  References:
+    Lopez-Paz, Bottou, Schölkopf, Vapnik. "Unifying distillation and privileged information." ICLR 2016.
+  """
+  _check_pair(student, teacher, same_shape=True)
+  _check_labels(labels, student)
+  if not 0.0 <= imitation <= 1.0:
+    raise ValueError(f"imitation must be in [0, 1], got {imitation!r}.")
+  teacher = jax.lax.stop_gradient(teacher)
+  s_log = jax.nn.log_softmax(student, axis=-1)
+  soft = jax.nn.softmax(teacher / temperature, axis=-1)
+  hard_ce = -jnp.take_along_axis(s_log, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+  soft_ce = -jnp.sum(soft * s_log, axis=-1)
+  return jnp.mean((1.0 - imitation) * hard_ce + imitation * soft_ce)
+
+
+# ---------------------------------------------------------------------------------------------------- features
+
+
+def fitnets(student: jax.Array, teacher: jax.Array) -> jax.Array:
+  r"""FitNets hint loss ``1/2 |u_i - r(v_i)|^2``, summed over features and averaged over the batch.
+
+  ``student`` is the output of the caller's regressor ``r`` on the guided layer (the regressor belongs to the
+  student model). The paper's 1/2 and sum over features are kept; common implementations use
+  ``F.mse_loss`` (mean over all elements, no 1/2): that is :func:`feature_mse`.
+
+  Args:
+    student: (B, ...) regressed student features.
+    teacher: (B, ...) teacher hint features, same shape.
+
+  Returns:
+    Scalar loss.
+
+  References:
+    Romero, Ballas, Kahou, Chassang, Gatta, Bengio. "FitNets: Hints for Thin Deep Nets." ICLR 2015.
+  """
+  _check_pair(student, teacher, rank=None, min_rank=1, same_shape=True)
+  teacher = jax.lax.stop_gradient(teacher)
+  return 0.5 * jnp.mean(jnp.sum(_flatten(student - teacher) ** 2, axis=-1))
+
+
+def feature_mse(student: jax.Array, teacher: jax.Array) -> jax.Array:
+  """Mean squared error over all elements (the common FitNets implementation, ``F.mse_loss``).
+
+  Args:
+    student: (B, ...) student features.
+    teacher: (B, ...) teacher features, same shape.
+
+  Returns:
+    Scalar loss.
+
+  References:
+    Romero et al. "FitNets: Hints for Thin Deep Nets." ICLR 2015 (see :func:`fitnets` for the paper's scale).
+  """
+  _check_pair(student, teacher, rank=None, min_rank=1, same_shape=True)
+  teacher = jax.lax.stop_gradient(teacher)
+  return jnp.mean((student - teacher) ** 2)
+
+
+def mars(student: jax.Array, teacher: jax.Array) -> jax.Array:
+  r"""MARS feature regression: ``mean_i |f_RGB(x_i) - f_Flow(x_i)|^2`` (squared L2 over features).
+
+  The student (RGB stream) regresses the frozen teacher's features (optical flow in MARS; here the
+  privileged stream). The paper writes the loss as the squared Euclidean distance of the feature vectors,
+  weighted by alpha (the caller's weight, 50 in the paper); the released code uses ``nn.MSELoss``, i.e.
+  additionally divides by the feature dimension D (equivalent to rescaling alpha by 1/D).
+
+  Args:
+    student: (B, ...) student features.
+    teacher: (B, ...) teacher features, same shape.
+
+  Returns:
+    Scalar loss.
+
+  References:
+    Crasto, Weinzaepfel, Alahari, Schmid. "MARS: Motion-Augmented RGB Stream for Action Recognition."
+    CVPR 2019.
+  """
+  _check_pair(student, teacher, rank=None, min_rank=1, same_shape=True)
+  teacher = jax.lax.stop_gradient(teacher)
+  return jnp.mean(jnp.sum(_flatten(student - teacher) ** 2, axis=-1))
+
+
+def privileged_cosine(student: jax.Array, teacher: jax.Array) -> jax.Array:
+  r"""``1 - cos(vec(S), vec(T))``: cosine between the whole flattened batch tensors (one scalar, not per sample).
+
+  Args:
+    student: (B, ...) student features.
+    teacher: (B, ...) teacher features, same shape.
+
+  Returns:
+    Scalar in [0, 2].
+
+  References:
+    Aslam, Zeeshan, Pedersoli, Koerich, Ben Ayed, Granger. "Privileged Knowledge Distillation for Dimensional
+    Emotion Recognition in the Wild." CVPR Workshops (ABAW) 2023.
+  """
+  _check_pair(student, teacher, rank=None, min_rank=1, same_shape=True)
+  teacher = jax.lax.stop_gradient(teacher)
+  s = jnp.ravel(student)
+  t = jnp.ravel(teacher)
+  return 1.0 - jnp.vdot(s, t) / (_safe_norm(s, axis=0) * _safe_norm(t, axis=0))
+
+
+def pkt(student: jax.Array, teacher: jax.Array, *, reduction: Literal["sum", "mean"] = "sum") -> jax.Array:
+  r"""Probabilistic knowledge transfer with the cosine kernel.
+
+  ``K(a, b) = (cos(a, b) + 1) / 2``, conditional probabilities ``p_{j|i} = K(x_i, x_j) / sum_{l != i}
+  K(x_i, x_l)`` for ``j != i``, loss ``sum_i sum_{j != i} p^T_{j|i} log(p^T_{j|i} / p^S_{j|i})`` (paper,
+  eq. 9-10: diagonal excluded, summed over the batch). ``reduction="mean"`` divides by B. RepDistiller's
+  implementation keeps the diagonal in the normalisation and averages over all B^2 entries.
+
+  Args:
+    student: (B, D_s) student features.
+    teacher: (B, D_t) teacher features.
+    reduction: ``"sum"`` (paper) or ``"mean"`` over the B rows.
+
+  Returns:
+    Scalar loss.
+
+  References:
+    Passalis, Tefas. "Learning Deep Representations with Probabilistic Knowledge Transfer." ECCV 2018.
+  """
+  _check_pair(student, teacher)
+  if reduction not in ("sum", "mean"):
+    raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}.")
+  teacher = jax.lax.stop_gradient(teacher)
+  off_diagonal = ~jnp.eye(student.shape[0], dtype=bool)
+
+  def conditional(x: jax.Array) -> jax.Array:
+    unit = _unit_rows(x)
+    kernel = 0.5 * (jnp.matmul(unit, unit.T, precision=_HIGHEST) + 1.0)
+    kernel = jnp.where(off_diagonal, kernel, 0.0)
+    return kernel / jnp.maximum(jnp.sum(kernel, axis=-1, keepdims=True), _EPS)
+
+  p_t, p_s = conditional(teacher), conditional(student)
+  # K >= 0 can be exactly 0 for antipodal vectors: 0 log 0 = 0, and a tiny floor keeps log(p_s) finite.
+  terms = jnp.where(p_t > 0, p_t * (jnp.log(jnp.maximum(p_t, 1e-30)) - jnp.log(jnp.maximum(p_s, 1e-30))), 0.0)
+  per_row = jnp.sum(jnp.where(off_diagonal, terms, 0.0), axis=-1)
+  return jnp.sum(per_row) if reduction == "sum" else jnp.mean(per_row)
+
+
+def _huber(x: jax.Array) -> jax.Array:
+  abs_x = jnp.abs(x)
+  return jnp.where(abs_x < 1.0, 0.5 * x * x, abs_x - 0.5)
+
+
+def rkd(student: jax.Array, teacher: jax.Array, *, distance_weight: float = 25.0,
+        angle_weight: float = 50.0) -> jax.Array:
+  r"""Relational knowledge distillation: distance-wise plus angle-wise terms with the Huber loss (delta = 1).
+
+  Distance: ``psi_D(i, j) = |x_i - x_j| / mu`` with ``mu`` the mean distance over pairs ``i != j``.
+  Angle: ``psi_A(i, j, k) = <e_ij, e_kj>``, ``e_ij = (x_i - x_j) / |x_i - x_j|`` (cosine of the angle at j).
+  Loss ``distance_weight * mean_{i,j} huber(psi_D^S - psi_D^T) + angle_weight * mean_{i,j,k} huber(psi_A^S -
+  psi_A^T)``. The paper's equations write sums over pairs/triplets, but its released code (whose weights 25
+  and 50 we use) averages over all B^2 pairs and B^3 triplets (degenerate ones contribute 0): we average, so
+  the published weights apply.
+
+  Args:
+    student: (B, D_s) student embeddings.
+    teacher: (B, D_t) teacher embeddings.
+    distance_weight: weight of the distance term (paper: 25).
+    angle_weight: weight of the angle term (paper: 50).
+
+  Returns:
+    Scalar loss. The angle term builds a (B, B, B) tensor: meant for B up to a few hundred.
+
+  References:
+    Park, Kim, Lu, Cho. "Relational Knowledge Distillation." CVPR 2019.
+  """
+  _check_pair(student, teacher)
+  teacher = jax.lax.stop_gradient(teacher)
+  batch = student.shape[0]
+  off_diagonal = ~jnp.eye(batch, dtype=bool)
+
+  def distance_potential(x: jax.Array) -> jax.Array:
+    dist = jnp.where(off_diagonal, _safe_norm(x[:, None, :] - x[None, :, :]), 0.0)
+    mean_dist = jnp.sum(dist) / (batch * (batch - 1))
+    return dist / jnp.maximum(mean_dist, _EPS)
+
+  def angle_potential(x: jax.Array) -> jax.Array:
+    diff = x[:, None, :] - x[None, :, :]  # diff[i, j] = x_i - x_j
+    unit = diff / _safe_norm(diff)[..., None]
+    return jnp.einsum("ijd,kjd->ijk", unit, unit, precision=_HIGHEST)
+
+  loss = 0.0
+  if distance_weight:
+    loss = loss + distance_weight * jnp.mean(_huber(distance_potential(student) - distance_potential(teacher)))
+  if angle_weight:
+    loss = loss + angle_weight * jnp.mean(_huber(angle_potential(student) - angle_potential(teacher)))
+  return jnp.asarray(loss, student.dtype)
+
+
+def sp(student: jax.Array, teacher: jax.Array) -> jax.Array:
+  r"""Similarity-preserving KD: ``1/B^2 |G~_T - G~_S|_F^2`` with ``G = Q Q^T`` row-wise L2-normalised.
+
+  ``Q`` is the (B, -1) flattened activation. Same normalisation as the paper (eq. 2-4) and as RepDistiller's
+  ``F.mse_loss`` on the normalised Gram matrices; the sum over layer pairs is the caller's.
+
+  Args:
+    student: (B, ...) student activations.
+    teacher: (B, ...) teacher activations.
+
+  Returns:
+    Scalar loss.
+
+  References:
+    Tung, Mori. "Similarity-Preserving Knowledge Distillation." ICCV 2019.
+  """
+  _check_pair(student, teacher, rank=None, min_rank=2)
+  teacher = jax.lax.stop_gradient(teacher)
+
+  def gram(x: jax.Array) -> jax.Array:
+    q = _flatten(x)
+    return _unit_rows(jnp.matmul(q, q.T, precision=_HIGHEST))
+
+  return jnp.mean((gram(student) - gram(teacher)) ** 2)
+
+
+def cc(student: jax.Array, teacher: jax.Array, *,
+       kernel: Literal["gaussian_taylor", "gaussian", "bilinear"] = "gaussian_taylor",
+       gamma: float = 0.4, order: int = 2) -> jax.Array:
+  r"""Correlation congruence: ``1/B^2 |psi(F_T) - psi(F_S)|_F^2`` with ``psi(F)_ij = k(f_i, f_j)``.
+
+  Default: the paper's Gaussian RBF kernel on L2-normalised embeddings, approximated by its order-P Taylor
+  series ``k(x, y) ~ sum_{p=0}^{P} exp(-2 gamma) (2 gamma)^p / p! (x . y)^p`` (exact for unit vectors as
+  P -> inf; the paper uses P = 2, gamma = 0.4). ``kernel="gaussian"`` evaluates ``exp(-gamma |x - y|^2)`` on
+  the normalised embeddings exactly; ``"bilinear"`` uses ``x . y``. RepDistiller's ``Correlation`` loss is a
+  different surrogate (a correlation of the feature *differences* of consecutive samples) and is not offered.
+  The paper's embeddings pass through a linear projection of the student to the teacher's dimension
+  beforehand; that belongs to the caller's model (the kernel compares samples, so dimensions may differ).
+
+  Args:
+    student: (B, D_s) student embeddings.
+    teacher: (B, D_t) teacher embeddings.
+    kernel: ``"gaussian_taylor"`` (paper), ``"gaussian"`` or ``"bilinear"``.
+    gamma: RBF parameter.
+    order: Taylor order P.
+
+  Returns:
+    Scalar loss.
+
+  References:
+    Peng, Jin, Liu, Li, Wu, Liu, Zhou, Zhang. "Correlation Congruence for Knowledge Distillation." ICCV 2019.
+  """
+  _check_pair(student, teacher)
+  if kernel not in ("gaussian_taylor", "gaussian", "bilinear"):
+    raise ValueError(f"kernel must be 'gaussian_taylor', 'gaussian' or 'bilinear', got {kernel!r}.")
+  teacher = jax.lax.stop_gradient(teacher)
+
+  def correlation(x: jax.Array) -> jax.Array:
+    unit = _unit_rows(x)
+    inner = jnp.matmul(unit, unit.T, precision=_HIGHEST)
+    if kernel == "bilinear":
+      return inner
+    if kernel == "gaussian":
+      return jnp.exp(-gamma * jnp.maximum(2.0 - 2.0 * inner, 0.0))
+    total = jnp.zeros_like(inner)
+    coefficient = jnp.exp(-2.0 * gamma)
+    for p in range(order + 1):
+      total = total + coefficient * inner**p
+      coefficient = coefficient * 2.0 * gamma / (p + 1)
+    return total
+
+  return jnp.mean((correlation(teacher) - correlation(student)) ** 2)
+
+
+def _mmd2_from_kernels(k_ss: jax.Array, k_tt: jax.Array, k_st: jax.Array) -> jax.Array:
+  return jnp.mean(k_ss) + jnp.mean(k_tt) - 2.0 * jnp.mean(k_st)
+
+
+def nst(student: jax.Array, teacher: jax.Array, *, degree: int = 2, offset: float = 0.0) -> jax.Array:
+  r"""Neuron selectivity transfer: squared MMD between the channels' activation patterns, polynomial kernel.
+
+  For each example the C channels of a channels-last map (B, H, W, C) are C samples in R^{HW}, each L2-
+  normalised; ``MMD^2 = mean k(t, t') + mean k(s, s') - 2 mean k(t, s)`` with ``k(x, y) = (x . y + c)^d``
+  (the paper's choice: d = 2, c = 0), averaged over the batch. Student and teacher may have different numbers
+  of channels but the same spatial size.
+
+  Args:
+    student: (B, ..., C_s) channels-last student feature maps (at least 3-D).
+    teacher: (B, ..., C_t) teacher feature maps with the same spatial shape.
+    degree: polynomial degree d.
+    offset: polynomial offset c.
+
+  Returns:
+    Scalar loss.
+
+  References:
+    Huang, Wang. "Like What You Like: Knowledge Distill via Neuron Selectivity Transfer." arXiv:1707.01219,
+    2017.
+  """
+  _check_pair(student, teacher, rank=None, min_rank=3)
+  if student.shape[1:-1] != teacher.shape[1:-1]:
+    raise ValueError(
+        f"student and teacher must have the same spatial shape (all axes but batch and channels), got "
+        f"student {student.shape} and teacher {teacher.shape}."
+    )
+  teacher = jax.lax.stop_gradient(teacher)
+
+  def channels(x: jax.Array) -> jax.Array:  # (B, C, M), each channel's pattern normalised over positions
+    x = jnp.reshape(x, (x.shape[0], -1, x.shape[-1]))
+    return _unit_rows(jnp.swapaxes(x, 1, 2))
+
+  s, t = channels(student), channels(teacher)
+
+  def kernel(a: jax.Array, b: jax.Array) -> jax.Array:
+    return (jnp.einsum("bim,bjm->bij", a, b, precision=_HIGHEST) + offset) ** degree
+
+  per_example = jax.vmap(_mmd2_from_kernels)(kernel(s, s), kernel(t, t), kernel(s, t))
+  return jnp.mean(per_example)
+
+
+def mmd(student: jax.Array, teacher: jax.Array, *, bandwidths: Sequence[float] | None = None,
+        kernel_mul: float = 2.0, kernel_num: int = 5) -> jax.Array:
+  r"""Multi-kernel Gaussian MMD^2 between the student and teacher batches viewed as samples of distributions.
+
+  ``k(x, y) = sum_l exp(-|x - y|^2 / s_l)``, biased (V-statistic) estimate
+  ``mean K_SS + mean K_TT - 2 mean K_ST`` (Gretton et al. 2012, eq. 5). ``bandwidths`` gives the ``s_l``
+  (= 2 sigma_l^2) explicitly; by default they follow DAN (Long et al. 2015): ``kernel_num`` values
+  ``s_0 * kernel_mul^(l - kernel_num // 2)`` around ``s_0`` = the mean squared distance over distinct pairs of
+  the pooled sample, under stop-gradient.
+
+  Args:
+    student: (B, D) student embeddings.
+    teacher: (B, D) teacher embeddings (same D).
+    bandwidths: optional explicit ``s_l`` values.
+    kernel_mul: ratio between consecutive default bandwidths.
+    kernel_num: number of default bandwidths.
+
+  Returns:
+    Scalar MMD^2 (>= 0 up to rounding).
+
+  References:
+    Gretton, Borgwardt, Rasch, Schölkopf, Smola. "A Kernel Two-Sample Test." JMLR 2012.
+    Long, Cao, Wang, Jordan. "Learning Transferable Features with Deep Adaptation Networks." ICML 2015.
+  """
+  _check_pair(student, teacher, same_shape=True)
+  teacher = jax.lax.stop_gradient(teacher)
+  d_ss = _sq_distances(student, student)
+  d_tt = _sq_distances(teacher, teacher)
+  d_st = _sq_distances(student, teacher)
+  if bandwidths is None:
+    n = 2 * student.shape[0]
+    pooled_sum = jnp.sum(d_ss) + jnp.sum(d_tt) + 2.0 * jnp.sum(d_st)
+    base = jax.lax.stop_gradient(pooled_sum / (n * n - n))
+    scales = jnp.asarray([kernel_mul ** (l - kernel_num // 2) for l in range(kernel_num)], student.dtype)
+    bandwidth_values = jnp.maximum(base, _EPS) * scales
+  else:
+    if len(bandwidths) == 0 or any(b <= 0 for b in bandwidths):
+      raise ValueError(f"bandwidths must be a non-empty sequence of positive numbers, got {bandwidths!r}.")
+    bandwidth_values = jnp.asarray(bandwidths, student.dtype)
+
+  def kernel(d: jax.Array) -> jax.Array:
+    return jnp.sum(jnp.exp(-d[..., None] / bandwidth_values), axis=-1)
+
+  return _mmd2_from_kernels(kernel(d_ss), kernel(d_tt), kernel(d_st))
