@@ -9,6 +9,7 @@ Submodule names (what the trainer and the converter address):
     multitask (MT-PKDOT) ``visual_adapter``, ``privileged_adapter``, ``visual_head``, ``privileged_head``.
   Student: ``visual_backbone``, ``tnet`` and ``fusion`` (mode "tnet_fusion"), or ``projection`` and ``head``
     (mode "video_only").
+  Unimodal (backbone pretraining): ``visual_backbone`` or ``privileged_backbone``, and ``head``.
 """
 
 from __future__ import annotations
@@ -137,6 +138,34 @@ class Student(nn.Module):
       prediction = Head(self.num_outputs, self.task, name="head")(embedding)
       return ModelOutput(prediction, embedding, visual, None, {})
     raise ValueError(f"Student: mode must be 'tnet_fusion' or 'video_only', got {self.mode!r}")
+
+
+class Unimodal(nn.Module):
+  """One modality -> its backbone -> head, for pretraining a backbone before the teacher (pipeline stage 1).
+
+  Exactly one of ``visual_backbone`` (reads batch["video"]) and ``privileged_backbone`` (reads
+  batch[privileged_key]) is set; the submodule keeps the teacher's name so that its variables graft into
+  the teacher unchanged. Output: embedding = the backbone feature, ``visual`` or ``privileged`` = the same
+  feature, the other None; aux empty.
+  """
+  visual_backbone: nn.Module | None = None
+  privileged_backbone: nn.Module | None = None
+  privileged_key: str = "physio"
+  num_outputs: int = 2
+  task: str = "classification"
+
+  @nn.compact
+  def __call__(self, batch: Mapping[str, Array], train: bool) -> ModelOutput:
+    if (self.visual_backbone is None) == (self.privileged_backbone is None):
+      raise ValueError("Unimodal: set exactly one of visual_backbone and privileged_backbone")
+    if self.visual_backbone is not None:
+      feature = self.visual_backbone(_get(batch, "video", "Unimodal"), train)
+      visual, privileged = feature, None
+    else:
+      feature = self.privileged_backbone(_get(batch, self.privileged_key, "Unimodal"), train)
+      visual, privileged = None, feature
+    prediction = Head(self.num_outputs, self.task, name="head")(feature)
+    return ModelOutput(prediction, feature, visual, privileged, {})
 
 
 def check_same_embedding_dim(student: Array, teacher: Array, what: str = "embedding") -> None:

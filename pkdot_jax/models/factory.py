@@ -33,6 +33,10 @@ Config fields (``cfg = config.model``):
   multitask           MT-PKDOT teacher adapters + per-modality heads (aux outputs)
   input_shapes.video (T, H, W, 3), .physio (L, C), .audio (L,)   per-example shapes used by dummy_batch
 
+Builders: build_teacher, build_student, build_tnet, build_unimodal(cfg, "video" | cfg.privileged) (backbone
+pretraining; submodule names match the teacher's), and the parts (build_video_backbone,
+build_privileged_backbone, build_fusion). init_variables(model, batch, seed) gives {"params", "batch_stats"}.
+
 Visual embedding size Dv = video.widths[-1]; privileged Dp = privileged_net.widths[-1] (resnet2d18) or
 privileged_net.cnn_widths[-1] (cnn1d). The T-Net maps Dv -> Dp.
 """
@@ -46,7 +50,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from pkdot_jax.models.assemblies import Student, Teacher
+from pkdot_jax.models.assemblies import Student, Teacher, Unimodal
 from pkdot_jax.models.backbones import AudioLogMelResNet, PhysioCNN1D, PhysioSpectrogramResNet
 from pkdot_jax.models.fusion import ConcatFusion, GatedCrossAttentionFusion, JointCrossAttentionFusion
 from pkdot_jax.models.resnet import R3D18
@@ -179,6 +183,19 @@ def build_student(cfg: ml_collections.ConfigDict) -> Student:
                  mode=cfg.student.mode, stop_gradient_tnet_input=bool(cfg.student.stop_gradient_tnet_input),
                  num_outputs=int(cfg.num_outputs), task=cfg.task,
                  embed_dim=int(cfg.fusion.embed_dim) if cfg.student.video_only_projection else None)
+
+
+def build_unimodal(cfg: ml_collections.ConfigDict, modality: str) -> Unimodal:
+  """Single-modality model (backbone + head) for pretraining: modality "video" or cfg.privileged."""
+  if modality == "video":
+    backbone = dict(visual_backbone=build_video_backbone(cfg))
+  elif modality == cfg.privileged:
+    backbone = dict(privileged_backbone=build_privileged_backbone(cfg))
+  else:
+    raise ValueError(f"build_unimodal: modality must be 'video' or the configured privileged modality "
+                     f"{cfg.privileged!r}, got {modality!r}")
+  _check_choice("task", cfg.task, ("classification", "regression"))
+  return Unimodal(privileged_key=cfg.privileged, num_outputs=int(cfg.num_outputs), task=cfg.task, **backbone)
 
 
 def dummy_batch(cfg: ml_collections.ConfigDict, batch_size: int = 2, seed: int = 0) -> dict[str, np.ndarray]:

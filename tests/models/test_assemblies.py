@@ -160,3 +160,22 @@ def test_init_variables_runs():
   variables = models.init_variables(backbone, np.zeros((1, 3, 8, 8, 3), np.float32))
   assert set(variables) == {"params", "batch_stats"}
   assert variables["params"]["stem_conv"]["kernel"].shape == (3, 7, 7, 3, 4)
+
+
+@pytest.mark.parametrize("privileged", ["physio", "audio"])
+def test_unimodal_models_graft_into_the_teacher(privileged):
+  cfg = _cfg(privileged=privileged, task="regression")
+  batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32), models.dummy_batch(cfg, 3))
+  init = lambda model: jax.eval_shape(  # noqa: E731
+      lambda b: model.init_with_output(jax.random.key(0), b, train=False), batch)
+  _, teacher_vars = init(models.build_teacher(cfg))
+  for modality, slot in (("video", "visual_backbone"), (privileged, "privileged_backbone")):
+    out, variables = init(models.build_unimodal(cfg, modality))
+    assert set(variables["params"]) == {slot, "head"}
+    for collection in ("params", "batch_stats"):
+      assert (jax.tree.map(np.shape, variables[collection][slot])
+              == jax.tree.map(np.shape, teacher_vars[collection][slot]))
+    assert out.prediction.shape == (3, 2) and out.embedding.shape == (3, 64)
+    assert (out.visual is None) == (modality != "video") and (out.privileged is None) == (modality == "video")
+  with pytest.raises(ValueError, match="build_unimodal: modality must be 'video' or the configured"):
+    models.build_unimodal(cfg, "audio" if privileged == "physio" else "physio")
