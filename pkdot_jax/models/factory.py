@@ -33,6 +33,9 @@ Config fields (``cfg = config.model``):
   multitask           MT-PKDOT teacher adapters + per-modality heads (aux outputs)
   input_shapes.video (T, H, W, 3), .physio (L, C), .audio (L,)   per-example shapes used by dummy_batch
 
+The front-end rates (spectrogram.fs, logmel.fs) must equal the dataset's (tfds metadata "physio_fs",
+"audio_fs"): the model cannot see the rate of the arrays it is given.
+
 Builders: build_teacher, build_student, build_tnet, build_unimodal(cfg, "video" | cfg.privileged) (backbone
 pretraining; submodule names match the teacher's), and the parts (build_video_backbone,
 build_privileged_backbone, build_fusion). init_variables(model, batch, seed) gives {"params", "batch_stats"}.
@@ -80,8 +83,10 @@ def default_config(size: str = "tiny") -> ml_collections.ConfigDict:
       cnn_widths=(32, 64, 128, 256, 512) if paper else (8, 16, 32, 64), cnn_kernel=7))
   c.spectrogram = ml_collections.ConfigDict(dict(
       fs=512.0, nperseg=128 if paper else 64, noverlap=96 if paper else 32))
+  # Audio rate: 16 kHz for Aff-Wild2 as extracted for the paper setting, 8 kHz for the synthetic dataset.
   c.logmel = ml_collections.ConfigDict(dict(
-      fs=16000.0, nfft=512 if paper else 256, hop_length=160 if paper else 128, num_mels=64 if paper else 32))
+      fs=16000.0 if paper else 8000.0, nfft=512 if paper else 256, hop_length=160 if paper else 64,
+      num_mels=64 if paper else 32))
   embed = 512 if paper else 64
   c.fusion = ml_collections.ConfigDict(dict(
       kind="gated", embed_dim=embed, num_tokens=8 if paper else 4, num_heads=2, mlp_dim=embed, dropout=0.0,
@@ -92,8 +97,10 @@ def default_config(size: str = "tiny") -> ml_collections.ConfigDict:
       mode="tnet_fusion", stop_gradient_tnet_input=True, video_only_projection=True))
   c.input_shapes = ml_collections.ConfigDict(dict(
       video=(10, 112, 112, 3) if paper else (8, 32, 32, 3),
-      physio=(2816, 1) if paper else (512, 2),  # Biovid: 5.5 s at 512 Hz
-      audio=(16000,) if paper else (4096,)))
+      # Biovid: 5.5 s at 512 Hz; tiny = the synthetic dataset's defaults (2 s of 2-channel physio at 512 Hz,
+      # 0.256 s of audio at 8 kHz).
+      physio=(2816, 1) if paper else (1024, 2),
+      audio=(16000,) if paper else (2048,)))
   return c
 
 
