@@ -13,6 +13,7 @@ Config fields (``cfg = config.model``):
   video.widths, video.blocks, video.stem_width
                       R3D-18 stage widths, basic blocks per stage, stem channels
                       (paper (64, 128, 256, 512), (2, 2, 2, 2), 64)
+  video.conv3d_impl   "auto" | "xla" | "frames": how 3-D convolutions run (resnet.Conv3D; same results)
   privileged_net.widths, .blocks, .stem_width     ResNet-18 knobs for the spectrogram backbone
   privileged_net.cnn_widths, .cnn_kernel          1-D CNN knobs (last width = privileged embedding size)
   spectrogram.fs, .nperseg, .noverlap             physio front-end: log PSD at the true rate (Biovid: 512 Hz;
@@ -77,7 +78,8 @@ def default_config(size: str = "tiny") -> ml_collections.ConfigDict:
   c.multitask = False
 
   widths, blocks = ((64, 128, 256, 512), (2, 2, 2, 2)) if paper else ((8, 16, 32, 64), (1, 1, 1, 1))
-  c.video = ml_collections.ConfigDict(dict(widths=widths, blocks=blocks, stem_width=widths[0]))
+  c.video = ml_collections.ConfigDict(dict(widths=widths, blocks=blocks, stem_width=widths[0],
+                                           conv3d_impl="auto"))
   c.privileged_net = ml_collections.ConfigDict(dict(
       widths=widths, blocks=blocks, stem_width=widths[0],
       cnn_widths=(32, 64, 128, 256, 512) if paper else (8, 16, 32, 64), cnn_kernel=7))
@@ -127,7 +129,8 @@ def privileged_dim(cfg: ml_collections.ConfigDict) -> int:
 
 def build_video_backbone(cfg: ml_collections.ConfigDict) -> R3D18:
   return R3D18(widths=tuple(cfg.video.widths), blocks=tuple(cfg.video.blocks),
-               stem_width=int(cfg.video.stem_width), dtype=_dtype(cfg))
+               stem_width=int(cfg.video.stem_width), dtype=_dtype(cfg),
+               conv3d_impl=cfg.video.get("conv3d_impl", "auto"))
 
 
 def build_privileged_backbone(cfg: ml_collections.ConfigDict):

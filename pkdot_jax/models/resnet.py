@@ -24,7 +24,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+from jax import lax
 
 Array = Any
 Dtype = Any
@@ -45,6 +47,61 @@ def check_input(x: Array, module: str, rank: int, channels: int | None, layout: 
     raise ValueError(f"{module}: expected input of shape {expected}, got {tuple(x.shape)}")
 
 
+class Conv3D(nn.Module):
+  """A bias-free 3-D convolution with `nn.Conv`'s parameter layout (kernel (kt, kh, kw, Cin, Cout)).
+
+  Two mathematically identical implementations:
+    "xla"    one native 3-D convolution (what GPUs and TPUs run fastest: cuDNN has real 3-D kernels);
+    "frames" the kt temporal taps are gathered with strided slices and stacked on the channel axis, and one
+             2-D convolution over (B * T_out, H, W, kt * Cin) does the rest. XLA:CPU has no fast 3-D
+             convolution; this form was 5x faster forward and backward for the tiny R3D-18's layers on the
+             2-core CI machine (3x3x3, 8 channels, 32 x 8 x 16 x 16: 24 -> 5 ms forward, 120 -> 23 ms grad).
+    "auto"   "frames" on CPU, "xla" elsewhere.
+  Both give the same outputs to float32 rounding (tested), so weights and results do not depend on it.
+  """
+  features: int
+  kernel_size: tuple[int, int, int]
+  strides: tuple[int, int, int]
+  padding: tuple[tuple[int, int], ...]
+  dtype: Dtype = jnp.float32
+  impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    kt, kh, kw = self.kernel_size
+    kernel = self.param("kernel", conv_init, (kt, kh, kw, x.shape[-1], self.features), jnp.float32)
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    impl = self.impl
+    if impl == "auto":
+      impl = "frames" if jax.default_backend() == "cpu" else "xla"
+    if impl == "xla":
+      return lax.conv_general_dilated(x, kernel, self.strides, self.padding,
+                                      dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    if impl != "frames":
+      raise ValueError(f"Conv3D: impl must be 'auto', 'xla' or 'frames', got {self.impl!r}")
+    st, (pt0, pt1) = self.strides[0], self.padding[0]
+    b, t, h, w, c = x.shape
+    t_out = (t + pt0 + pt1 - kt) // st + 1
+    x = jnp.pad(x, ((0, 0), (pt0, pt1), (0, 0), (0, 0), (0, 0)))
+    taps = [lax.slice_in_dim(x, dt, dt + st * (t_out - 1) + 1, st, axis=1) for dt in range(kt)]
+    stacked = jnp.concatenate(taps, axis=-1).reshape(b * t_out, h, w, kt * c)
+    kernel_2d = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(kh, kw, kt * c, self.features)
+    y = lax.conv_general_dilated(stacked, kernel_2d, self.strides[1:], self.padding[1:],
+                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y.reshape(b, t_out, *y.shape[1:])
+
+
+def conv(features: int, kernel_size: tuple[int, ...], strides: tuple[int, ...], padding, dtype: Dtype,
+         name: str, conv3d_impl: str = "auto") -> nn.Module:
+  """Bias-free convolution of any rank; 3-D ones go through `Conv3D` (CPU-friendly implementation)."""
+  if len(kernel_size) == 3:
+    if padding == "VALID":
+      padding = ((0, 0),) * 3
+    return Conv3D(features, tuple(kernel_size), tuple(strides), tuple(padding), dtype, conv3d_impl, name=name)
+  return nn.Conv(features, kernel_size, strides, padding, use_bias=False, dtype=dtype, param_dtype=jnp.float32,
+                 kernel_init=conv_init, name=name)
+
+
 class BasicBlock(nn.Module):
   """Two 3x..x3 convolutions with BatchNorm and a residual (torchvision BasicBlock / video BasicBlock).
 
@@ -57,20 +114,19 @@ class BasicBlock(nn.Module):
   strides: tuple[int, ...]
   ndim: int
   dtype: Dtype = jnp.float32
+  conv3d_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
     k3 = (3,) * self.ndim
     pad1 = ((1, 1),) * self.ndim
-    y = nn.Conv(self.features, k3, self.strides, pad1, use_bias=False, dtype=self.dtype,
-                param_dtype=jnp.float32, kernel_init=conv_init, name="conv1")(x)
+    y = conv(self.features, k3, self.strides, pad1, self.dtype, "conv1", self.conv3d_impl)(x)
     y = nn.relu(batch_norm(train, self.dtype, "bn1")(y))
-    y = nn.Conv(self.features, k3, (1,) * self.ndim, pad1, use_bias=False, dtype=self.dtype,
-                param_dtype=jnp.float32, kernel_init=conv_init, name="conv2")(y)
+    y = conv(self.features, k3, (1,) * self.ndim, pad1, self.dtype, "conv2", self.conv3d_impl)(y)
     y = batch_norm(train, self.dtype, "bn2")(y)
     if any(s != 1 for s in self.strides) or x.shape[-1] != self.features:
-      x = nn.Conv(self.features, (1,) * self.ndim, self.strides, "VALID", use_bias=False, dtype=self.dtype,
-                  param_dtype=jnp.float32, kernel_init=conv_init, name="downsample_conv")(x)
+      x = conv(self.features, (1,) * self.ndim, self.strides, "VALID", self.dtype, "downsample_conv",
+               self.conv3d_impl)(x)
       x = batch_norm(train, self.dtype, "downsample_bn")(x)
     return nn.relu(y + x)
 
@@ -87,7 +143,7 @@ class _ResNetStages(nn.Module):
       for block in range(num_blocks):
         stride = 2 if (stage > 0 and block == 0) else 1
         x = BasicBlock(width, (stride,) * self.ndim, self.ndim, self.dtype,
-                       name=f"layer{stage + 1}_{block}")(x, train)
+                       getattr(self, "conv3d_impl", "auto"), name=f"layer{stage + 1}_{block}")(x, train)
     return x
 
 
@@ -107,6 +163,7 @@ class R3D18(_ResNetStages):
   in_channels: int = 3
   ndim: int = 3
   dtype: Dtype = jnp.float32
+  conv3d_impl: str = "auto"  # see Conv3D
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
@@ -115,8 +172,8 @@ class R3D18(_ResNetStages):
       raise ValueError(f"R3D18: clip (B, T, H, W, C) must have T >= 3 (temporal kernel) and H, W >= 7 "
                        f"(stem kernel), got {tuple(x.shape)}")
     x = x.astype(self.dtype)
-    x = nn.Conv(self.stem_width, (3, 7, 7), (1, 2, 2), ((1, 1), (3, 3), (3, 3)), use_bias=False,
-                dtype=self.dtype, param_dtype=jnp.float32, kernel_init=conv_init, name="stem_conv")(x)
+    x = conv(self.stem_width, (3, 7, 7), (1, 2, 2), ((1, 1), (3, 3), (3, 3)), self.dtype, "stem_conv",
+             self.conv3d_impl)(x)
     x = nn.relu(batch_norm(train, self.dtype, "stem_bn")(x))
     x = self.stages(x, train)
     return jnp.mean(x.astype(jnp.float32), axis=(1, 2, 3))

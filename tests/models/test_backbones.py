@@ -88,3 +88,28 @@ def test_bf16_compute_keeps_fp32_params_and_stats(numpy_init):
 def test_bad_input_names_module_and_shapes(module, shape, match):
   with pytest.raises(ValueError, match=match):
     jax.eval_shape(lambda x: module.init(jax.random.key(0), x, train=False), jax.ShapeDtypeStruct(shape, jnp.float32))
+
+
+@pytest.mark.parametrize("kernel,strides,padding", [
+    ((3, 3, 3), (1, 1, 1), ((1, 1),) * 3),
+    ((3, 3, 3), (2, 2, 2), ((1, 1),) * 3),
+    ((3, 7, 7), (1, 2, 2), ((1, 1), (3, 3), (3, 3))),
+    ((1, 1, 1), (2, 2, 2), ((0, 0),) * 3),
+])
+def test_conv3d_frames_equals_native(kernel, strides, padding):
+  """The CPU "frames" form of a 3-D convolution is the native one: same outputs and same gradients."""
+  from pkdot_jax.models.resnet import Conv3D
+
+  x = jax.random.normal(jax.random.key(0), (2, 5, 9, 9, 3))
+  native = Conv3D(4, kernel, strides, padding, impl="xla")
+  frames = Conv3D(4, kernel, strides, padding, impl="frames")
+  params = native.init(jax.random.key(1), x)
+
+  def loss(module, p, x):
+    return jnp.sum(jnp.sin(module.apply(p, x)))
+
+  np.testing.assert_allclose(frames.apply(params, x), native.apply(params, x), rtol=1e-5, atol=1e-5)
+  g_native = jax.grad(loss, argnums=(1, 2))(native, params, x)
+  g_frames = jax.grad(loss, argnums=(1, 2))(frames, params, x)
+  for a, b in zip(jax.tree.leaves(g_frames), jax.tree.leaves(g_native)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
