@@ -1,0 +1,196 @@
+"""Tables and plots rebuilt from run directories' files (never from memory): `pkdot report WORKDIR`.
+
+Works on a single run (a workdir with config.json), a sweep root (runs/ and teachers/ inside) or the demo's
+root. Every table names the hardware, config, seeds and command it came from (read from run_info.json and
+sweep.json).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from pkdot_jax import metrics as metrics_lib
+from pkdot_jax.train import loop
+
+
+def primary_metric(task: str) -> str:
+  return "accuracy" if task == "classification" else "ccc_mean"
+
+
+def stage_table(results: dict[str, Any]) -> str:
+  """A compact text table of a `pkdot train` run: per stage and member, the test metrics at the best epoch."""
+  lines = [f"{'stage':<20} {'member':<16} {'best epoch':>10}  test metrics"]
+  for stage, result in results.items():
+    for member in result.get("members", []):
+      test = member.get("test") or {}
+      shown = {k: round(v, 4) for k, v in test.items() if isinstance(v, float)}
+      lines.append(f"{stage:<20} {member['member']:<16} {member['best_epoch']:>10}  {shown}")
+  return "\n".join(lines)
+
+
+def _read_json(path: str) -> Any:
+  with open(path) as f:
+    return json.load(f)
+
+
+def collect(root: str) -> list[dict[str, Any]]:
+  """One row per (run, member) with a finished student stage: its overrides, seed, fold, test metrics."""
+  run_dirs = sorted(glob.glob(os.path.join(root, "runs", "*"))) or [root]
+  rows = []
+  for run_dir in run_dirs:
+    result_path = os.path.join(run_dir, "student", "result.json")
+    if not os.path.exists(result_path):
+      continue
+    config = _read_json(os.path.join(run_dir, "config.json"))
+    result = _read_json(result_path)
+    overrides = _overrides_of(os.path.basename(run_dir))
+    for member in result["members"]:
+      row = {"run": os.path.basename(run_dir), **overrides, "fold": config["data"]["fold"],
+             "seed": member["seed"], "weight": member["weight"], "best_epoch": member["best_epoch"],
+             "seconds": result["seconds"] / max(len(result["members"]), 1)}
+      for key, value in (member.get("test") or {}).items():
+        if isinstance(value, (int, float)):
+          row[f"test_{key}"] = value
+      rows.append(row)
+  return rows
+
+
+def _overrides_of(name: str) -> dict[str, str]:
+  out = {}
+  for part in name.split("__"):
+    if "=" in part:
+      key, value = part.split("=", 1)
+      out[key] = value
+  return out
+
+
+def summarize(rows: list[dict[str, Any]], group_keys: list[str], metric: str,
+              baseline: dict[str, str] | None = None) -> list[dict[str, Any]]:
+  """Mean +- std of `metric` over folds x seeds per group; with `baseline` (a group), the paired difference to
+  it (same fold and seed) with a 95% Student-t interval."""
+  groups: dict[tuple, list[dict[str, Any]]] = {}
+  for row in rows:
+    groups.setdefault(tuple(row.get(k) for k in group_keys), []).append(row)
+  base_rows = None
+  if baseline is not None:
+    base_rows = {(r["fold"], r["seed"]): r[metric] for r in rows
+                 if all(r.get(k) == v for k, v in baseline.items()) and metric in r}
+  table = []
+  for key, members in groups.items():
+    values = [r[metric] for r in members if metric in r]
+    mean, std = metrics_lib.mean_std(values)
+    entry = {**dict(zip(group_keys, key)), "n": len(values), "mean": mean, "std": std,
+             "seconds": float(np.sum([r["seconds"] for r in members]))}
+    if base_rows is not None:
+      pairs = [(r[metric], base_rows[(r["fold"], r["seed"])]) for r in members
+               if (r["fold"], r["seed"]) in base_rows and metric in r]
+      if pairs:
+        diff, low, high = metrics_lib.paired_difference_ci([p[0] for p in pairs], [p[1] for p in pairs])
+        entry.update({"diff": diff, "diff_low": low, "diff_high": high})
+    table.append(entry)
+  return table
+
+
+def provenance(root: str) -> dict[str, Any]:
+  """Hardware, versions, command and seeds from the first run_info.json found under root."""
+  infos = sorted(glob.glob(os.path.join(root, "**", "run_info.json"), recursive=True))
+  info = _read_json(infos[0])[0] if infos else {}
+  sweep = _read_json(os.path.join(root, "sweep.json")) if os.path.exists(os.path.join(root, "sweep.json")) else {}
+  return {"hardware": info.get("hardware"), "versions": info.get("versions"), "git": info.get("git_revision"),
+          "command": sweep.get("command") or info.get("command"), "config": sweep.get("config"),
+          "base": sweep.get("base"), "seeds": (info.get("config") or {}).get("seeds")}
+
+
+def format_table(table: list[dict[str, Any]], group_keys: list[str], metric: str) -> str:
+  header = [*group_keys, f"{metric} mean +- std", "n", "diff vs baseline [95% CI]", "wall s"]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for e in table:
+    diff = ""
+    if "diff" in e:
+      diff = f"{e['diff']:+.4f} [{e['diff_low']:+.4f}, {e['diff_high']:+.4f}]"
+    lines.append("| " + " | ".join([*(str(e[k]) for k in group_keys), f"{e['mean']:.4f} +- {e['std']:.4f}",
+                                    str(e["n"]), diff, f"{e['seconds']:.0f}"]) + " |")
+  return "\n".join(lines)
+
+
+def provenance_lines(prov: dict[str, Any]) -> list[str]:
+  hw = prov.get("hardware") or {}
+  return [f"- hardware: {hw.get('device_kind')} x{hw.get('num_devices')} ({hw.get('platform')}), "
+          f"{hw.get('cpu_count')} host CPUs",
+          f"- config: {prov.get('config')} with {prov.get('base')}",
+          f"- seeds: {prov.get('seeds')}",
+          f"- command: `{prov.get('command')}`",
+          f"- versions: {prov.get('versions')}, git {prov.get('git')}"]
+
+
+def write_csv(path: str, rows: list[dict[str, Any]]) -> None:
+  keys = sorted({k for r in rows for k in r})
+  with open(path, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def bar_plot(path: str, table: list[dict[str, Any]], label_key: str, metric: str) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  labels = [str(e[label_key]) for e in table]
+  fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(labels) + 2), 3.5))
+  ax.bar(range(len(labels)), [e["mean"] for e in table], yerr=[e["std"] for e in table], capsize=3,
+         color="tab:blue")
+  ax.set_xticks(range(len(labels)), labels, rotation=40, ha="right")
+  ax.set_ylabel(f"test {metric}")
+  low = min(e["mean"] - e["std"] for e in table)
+  ax.set_ylim(max(0.0, low - 0.05), None)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def learning_curves(path: str, run_dirs: dict[str, str], metric: str) -> None:
+  """Validation metric per epoch of the student stage, one line per run (mean over members)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(6, 3.5))
+  for label, run_dir in run_dirs.items():
+    records = [r for r in loop.read_metrics(run_dir) if r["stage"] == "student" and "val" in r]
+    if records:
+      ax.plot([r["epoch"] for r in records], [np.mean([m[metric] for m in r["val"]]) for r in records],
+              label=label)
+  ax.set_xlabel("epoch")
+  ax.set_ylabel(f"validation {metric}")
+  ax.legend(fontsize=7, ncol=2)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def main(root: str, group_keys: list[str] | None = None) -> str:
+  """Rebuilds summary.md / summary.csv / plots under root and prints the table."""
+  rows = collect(root)
+  if not rows:
+    raise FileNotFoundError(f"no finished runs (student/result.json) under {root}")
+  task = _read_json(os.path.join(glob.glob(os.path.join(root, "runs", "*"))[0] if os.path.isdir(
+      os.path.join(root, "runs")) else root, "config.json"))["model"]["task"]
+  metric = f"test_{primary_metric(task)}"
+  if group_keys is None:
+    group_keys = sorted({k for r in rows for k in _overrides_of(r["run"]) if k != "data.fold"}) or ["run"]
+  table = summarize(rows, group_keys, metric)
+  text = "\n".join(["# Sweep summary", "", *provenance_lines(provenance(root)), "",
+                    format_table(table, group_keys, metric)])
+  write_csv(os.path.join(root, "summary.csv"), rows)
+  with open(os.path.join(root, "summary.md"), "w") as f:
+    f.write(text + "\n")
+  bar_plot(os.path.join(root, "summary.png"), table, group_keys[0], metric.removeprefix("test_"))
+  print(text)
+  return text

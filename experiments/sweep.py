@@ -1,0 +1,162 @@
+"""Ablation sweeps: a grid of config overrides, one workdir per run, resumable, shardable, aggregated.
+
+A sweep file defines `get_sweep()` returning
+  {"config": "experiments/configs/NAME.py[:variant]",   # the experiment config
+   "base": {"seeds": (0, 1, 2), ...},                   # overrides applied to every run
+   "grid": {"method": [...], "distill.kwargs.k": [...], "data.fold": [0, 1, 2], ...}}
+Grid keys are dotted config paths, plus `method` (a preset of experiments/methods.py). Seeds and lists of
+distillation weights are not grid axes: `seeds=(0, 1, 2)` or `distill.weight=(0.2, 0.6, 1.0)` in one run train
+all members in one compiled program (vmap).
+
+  pkdot sweep --sweep=experiments/sweeps/NAME.py --workdir=runs/NAME [--shard=i/n]
+
+Layout: <workdir>/runs/<run name>/ per run, <workdir>/teachers/<key>/ for teachers and T-Nets shared by all runs
+whose teacher-side config is identical (the student-side fields do not change the teacher), and
+<workdir>/summary.csv + summary.md + plots after aggregation. A finished run is skipped, an interrupted one
+resumes from its checkpoints. `--shard=i/n` runs every n-th run starting at i (one process per GPU or cluster
+task); run the aggregation (`pkdot report`) once all shards are done.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import itertools
+import json
+import os
+import sys
+import time
+from typing import Any, Callable
+
+import ml_collections
+
+from experiments import methods as methods_lib
+
+
+
+def load_module(path: str, name: str):
+  spec = importlib.util.spec_from_file_location(name, path)
+  if spec is None or spec.loader is None:
+    raise FileNotFoundError(f"cannot load {path}")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """`path/to/config.py[:variant]` -> get_config(variant)."""
+  path, _, arg = spec.partition(":")
+  module = load_module(path, "pkdot_experiment_config")
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def _freeze(value: Any) -> Any:
+  if isinstance(value, list):
+    return tuple(value)
+  return value
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+  """A copy of `config` with dotted-path overrides; `method` expands to its preset first."""
+  config = copy.deepcopy(config)
+  overrides = dict(overrides)
+  if "method" in overrides:
+    overrides = {**methods_lib.overrides(overrides.pop("method")), **overrides}
+  for path, value in overrides.items():
+    *parents, leaf = path.split(".")
+    node = config
+    for key in parents:
+      if key not in node:
+        raise ValueError(f"override {path!r}: config has no field {key!r}")
+      node = node[key]
+    if leaf not in node and not (isinstance(node, ml_collections.ConfigDict) and parents[-1:] == ["kwargs"]):
+      raise ValueError(f"override {path!r}: config has no field {leaf!r}")
+    node[leaf] = ml_collections.ConfigDict(value) if isinstance(value, dict) else _freeze(value)
+  return config
+
+
+def run_name(overrides: dict[str, Any]) -> str:
+  parts = []
+  for key, value in overrides.items():
+    text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    parts.append(f"{key}={text}")
+  return "__".join(parts).replace("/", "_") or "base"
+
+
+def expand(sweep: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+  """The runs of a sweep, in a fixed order: (name, overrides)."""
+  grid = sweep.get("grid", {})
+  keys = list(grid)
+  runs = []
+  for values in itertools.product(*(grid[k] for k in keys)):
+    overrides = dict(zip(keys, values))
+    runs.append((run_name(overrides), {**sweep.get("base", {}), **overrides}))
+  names = [r[0] for r in runs]
+  if len(set(names)) != len(names):
+    raise ValueError("sweep grid has duplicate runs")
+  return runs
+
+
+def parse_shard(shard: str) -> tuple[int, int]:
+  try:
+    index, count = (int(x) for x in shard.split("/"))
+  except ValueError:
+    raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {shard!r}") from None
+  if count < 1 or not 0 <= index < count:
+    raise ValueError(f"--shard {shard}: need 0 <= i < n")
+  return index, count
+
+
+def shard_runs(runs: list, shard: str) -> list:
+  index, count = parse_shard(shard)
+  return runs[index::count]
+
+
+def teacher_key(config: ml_collections.ConfigDict) -> str:
+  """Hash of the teacher-side config: runs with the same key share one teacher and T-Net."""
+  from pkdot_jax.train import checkpoint, loop
+
+  tree = checkpoint.drop_fields(checkpoint.config_to_dict(config), loop.STUDENT_ONLY_FIELDS)
+  return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def run_one(config: ml_collections.ConfigDict, run_dir: str, teachers_root: str) -> dict[str, Any]:
+  """Runs (or resumes, or skips) one run of a sweep; teacher stages live in the shared teacher dir."""
+  from pkdot_jax.train import loop
+
+  key = teacher_key(config)
+  with config.unlocked():
+    config.teacher_workdir = os.path.join(teachers_root, key)
+  return loop.run_pipeline(config, run_dir)
+
+
+def run_sweep(sweep: dict[str, Any], root: str, shard: str = "0/1",
+              after_run: Callable[[str], None] | None = None) -> list[str]:
+  """Runs this shard's runs; returns their names. `after_run(name)` is called after each (tests use it)."""
+  base = load_config(sweep["config"])
+  runs = shard_runs(expand(sweep), shard)
+  os.makedirs(root, exist_ok=True)
+  with open(os.path.join(root, "sweep.json"), "w") as f:
+    json.dump({"config": sweep["config"], "base": sweep.get("base", {}), "grid": sweep.get("grid", {}),
+               "command": " ".join(sys.argv)}, f, indent=2, default=str)
+  done = []
+  for name, overrides in runs:
+    config = apply_overrides(base, overrides)
+    t0 = time.time()
+    run_one(config, os.path.join(root, "runs", name), os.path.join(root, "teachers"))
+    done.append(name)
+    print(f"[sweep] {name}: done ({time.time() - t0:.1f} s)", flush=True)
+    if after_run is not None:
+      after_run(name)
+  return done
+
+
+def main(sweep_path: str, root: str, shard: str = "0/1") -> None:
+  sweep = load_module(sweep_path, "pkdot_sweep").get_sweep()
+  run_sweep(sweep, root, shard)
+  from experiments import report
+  if parse_shard(shard)[1] == 1:
+    report.main(root)
+  else:
+    print(f"[sweep] shard {shard} finished; once every shard is done run: pkdot report {root}")

@@ -1,0 +1,152 @@
+"""Checkpoints (orbax) and the run's identity (its config) in a workdir.
+
+Layout of a stage's directory:
+  config.json       the config the run was started with; a resume with another config is refused
+  checkpoints/      periodic checkpoints, the latest `max_to_keep` kept (resume point)
+  best/             the best checkpoint on the validation metric (model selection), one kept
+
+Orbax writes each checkpoint into a temporary directory and renames it into place when complete, so a crash
+mid-save leaves the previous checkpoint as the latest usable one (the partial temporary directory is ignored on
+restore and cleaned up by the next manager).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+# Fields that may change between a run and its resume without changing what the run computes.
+RESUME_IGNORED_FIELDS = ("log_every", "progress", "checkpoint.keep", "eval_only", "workdir")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, dict):
+    out = {}
+    for key, value in tree.items():
+      out.update(_flatten(value, f"{prefix}{key}."))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def config_to_dict(config) -> dict[str, Any]:
+  """A JSON-able dict of an ml_collections ConfigDict (tuples become lists)."""
+  return json.loads(config.to_json_best_effort() if hasattr(config, "to_json_best_effort") else json.dumps(config))
+
+
+def drop_fields(tree: dict[str, Any], paths) -> dict[str, Any]:
+  """A copy of a nested dict without the dotted `paths`."""
+  tree = json.loads(json.dumps(tree))
+  for path in paths:
+    *parents, leaf = path.split(".")
+    node = tree
+    for key in parents:
+      node = node.get(key, {})
+    node.pop(leaf, None)
+  return tree
+
+
+def check_or_write_config(workdir: str, config, drop: tuple[str, ...] = ()) -> None:
+  """Writes `config.json` on a fresh workdir; on an existing one, refuses a different config by name.
+
+  `drop`: dotted fields left out of the comparison and the file (a shared teacher directory ignores the
+  student-side fields of the runs that use it).
+  """
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "config.json")
+  current = drop_fields(config_to_dict(config), drop)
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    a, b = _flatten(saved), _flatten(current)
+    differing = sorted(k for k in set(a) | set(b)
+                       if a.get(k, "<absent>") != b.get(k, "<absent>")
+                       and not any(k == f or k.startswith(f + ".") for f in RESUME_IGNORED_FIELDS))
+    if differing:
+      details = "; ".join(f"{k}: saved {a.get(k, '<absent>')!r}, now {b.get(k, '<absent>')!r}"
+                          for k in differing[:10])
+      raise ValueError(f"workdir {workdir} holds a run with another config (differing fields: {details}). "
+                       f"Use a new --workdir, or restore the original values to resume.")
+    return
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(current, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)  # atomic: a crash never leaves a half-written config
+
+
+class Checkpointer:
+  """Periodic checkpoints for resuming plus the best-on-validation one, over orbax CheckpointManager."""
+
+  def __init__(self, directory: str, *, max_to_keep: int = 2, best_metric: str | None = None,
+               best_mode: str = "max"):
+    directory = os.path.abspath(directory)
+    self.latest = ocp.CheckpointManager(
+        os.path.join(directory, "checkpoints"),
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                             cleanup_tmp_directories=True))
+    self.best = None
+    if best_metric is not None:
+      self.best_metric = best_metric
+      self.best = ocp.CheckpointManager(
+          os.path.join(directory, "best"),
+          options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True, best_fn=lambda m: m[best_metric],
+                                               best_mode=best_mode, cleanup_tmp_directories=True))
+
+  def latest_step(self) -> int | None:
+    return self.latest.latest_step()
+
+  def save(self, step: int, tree: Any) -> None:
+    self.latest.save(step, args=ocp.args.StandardSave(tree))
+
+  def save_if_best(self, step: int, tree: Any, metrics: dict[str, float]) -> None:
+    if self.best is not None:
+      self.best.save(step, args=ocp.args.StandardSave(tree), metrics={self.best_metric: metrics[self.best_metric]})
+
+  def restore_latest(self, target: Any) -> Any:
+    step = self.latest.latest_step()
+    return self.latest.restore(step, args=ocp.args.StandardRestore(_abstract(target)))
+
+  def restore_best(self, target: Any) -> Any:
+    manager = self.best or self.latest
+    step = manager.best_step() if self.best is not None else manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint to restore in {manager.directory}")
+    return manager.restore(step, args=ocp.args.StandardRestore(_abstract(target)))
+
+  def best_step(self) -> int | None:
+    return self.best.best_step() if self.best is not None else None
+
+  def wait(self) -> None:
+    self.latest.wait_until_finished()
+    if self.best is not None:
+      self.best.wait_until_finished()
+
+  def close(self) -> None:
+    self.latest.close()
+    if self.best is not None:
+      self.best.close()
+
+
+def _abstract(target: Any) -> Any:
+  """Shapes, dtypes and shardings of `target`, so restored arrays land where the live ones are."""
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+
+
+def save_variables(path: str, variables: Any) -> None:
+  """Saves a frozen model's variables (the teacher, the T-Net) for the next stage; atomic like checkpoints."""
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(os.path.abspath(path), variables, force=True)
+  checkpointer.wait_until_finished()
+
+
+def load_variables(path: str, like: Any | None = None) -> Any:
+  path = os.path.abspath(path)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} does not exist: run the stage that writes it first")
+  checkpointer = ocp.StandardCheckpointer()
+  if like is None:
+    return checkpointer.restore(path)
+  return checkpointer.restore(path, _abstract(like))

@@ -1,0 +1,146 @@
+"""From `config.data` to the batches a stage consumes: dataset, fold, loaders, transforms.
+
+Each split (train / val / test) is a random-access tfds data source plus the example indices of the fold. The
+training order of an epoch is a function of (member seed, epoch) only, so a resumed run sees the same batches;
+evaluation batches are padded to a full batch with `mask = False` so every test example is scored exactly once.
+In a multi-process job every process reads its own shard of each batch (`parallel.process_shard`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+from typing import Any, Iterator
+
+import numpy as np
+
+from data_pipelines import folds as folds_lib
+from data_pipelines import io as io_lib
+from data_pipelines import loader as loader_lib
+from data_pipelines import transforms as transforms_lib
+from pkdot_jax.train import parallel
+
+
+@dataclasses.dataclass
+class Split:
+  source: Any
+  indices: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+
+@dataclasses.dataclass
+class Data:
+  train: Split
+  val: Split
+  test: Split
+  train_transforms: list
+  eval_transforms: list
+  worker_count: int = 0
+
+  def _loader(self, split: Split, batch_size: int, *, shuffle: bool, seed: int, drop_remainder: bool,
+              transforms, skip_batches: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    shard_index, shard_count = parallel.process_shard()
+    if batch_size % shard_count:
+      raise ValueError(f"batch size {batch_size} is not divisible by the {shard_count} processes")
+    loader = loader_lib.make_loader(
+        split.source, split.indices, batch_size=batch_size // shard_count, shuffle=shuffle, seed=seed,
+        num_epochs=1, drop_remainder=drop_remainder, transforms=transforms, shard_index=shard_index,
+        shard_count=shard_count, worker_count=self.worker_count)
+    # A resumed epoch skips the batches already trained on (the order is a function of the seed alone).
+    return itertools.islice(iter(loader), skip_batches, None)
+
+  def train_batches(self, epoch: int, seeds: tuple[int, ...], batch_size: int, skip: int = 0
+                    ) -> Iterator[dict[str, np.ndarray]]:
+    """Full training batches of one epoch; with several member seeds, batches stacked to (M, B, ...)."""
+    iterators = [self._loader(self.train, batch_size, shuffle=True, seed=_epoch_seed(seed, epoch),
+                              drop_remainder=True, transforms=self.train_transforms, skip_batches=skip)
+                 for seed in seeds]
+    if len(iterators) == 1:
+      yield from iterators[0]
+      return
+    for batches in zip(*iterators):
+      yield {k: np.stack([b[k] for b in batches]) for k in batches[0] if np.asarray(batches[0][k]).dtype.kind
+             not in "OUS"}
+
+  def eval_batches(self, split_name: str, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    split = getattr(self, split_name)
+    return self._loader(split, batch_size, shuffle=False, seed=0, drop_remainder=False,
+                        transforms=self.eval_transforms)
+
+  def example_batch(self, batch_size: int) -> dict[str, np.ndarray]:
+    """One evaluation-transformed batch (for shapes at model initialisation)."""
+    return next(iter(self.eval_batches("train", batch_size)))
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+  return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def _transforms(dcfg) -> tuple[list, list]:
+  """Video chains for training and evaluation. Without `augment` both are deterministic and identical (the
+  teacher cache relies on it); with it, training samples TSN frames, crops randomly and flips."""
+  def chain(train: bool) -> list:
+    return transforms_lib.video_transforms(
+        train=train, num_frames=dcfg.get("num_frames") or None, size=tuple(dcfg.size) if dcfg.get("size") else None,
+        crop=tuple(dcfg.crop) if dcfg.get("crop") else None, flip=True)
+  return chain(bool(dcfg.augment)), chain(False)
+
+
+def _check_sampling_rates(source, config) -> None:
+  """The model's on-device spectrogram front-ends must use the rates the dataset was stored at (the authors'
+  code assumed 1000 Hz for 512 Hz Biovid signals): refuse a mismatch instead of training on wrong spectra."""
+  metadata = getattr(getattr(source, "dataset_info", None), "metadata", None) or {}
+  mcfg = config.model
+  checks = (("physio_fs", "physio", "model.spectrogram.fs", mcfg.spectrogram.fs),
+            ("audio_fs", "audio", "model.logmel.fs", mcfg.logmel.fs))
+  for key, modality, field, model_fs in checks:
+    if key in metadata and mcfg.privileged == modality and mcfg.privileged_backbone == "resnet2d18" \
+        and float(metadata[key]) != float(model_fs):
+      raise ValueError(f"dataset {config.data.name!r} stores {modality} at {metadata[key]} Hz but {field} is "
+                       f"{model_fs}; set --config.{field}={metadata[key]}")
+
+
+def load(config) -> Data:
+  """Dataset, fold and transforms named by `config.data`."""
+  dcfg = config.data
+  data_dir = os.path.expanduser(dcfg.data_dir)
+  if dcfg.name == "pkdot_synthetic":
+    from data_pipelines import synthetic
+    sources = synthetic.prepare(data_dir, dcfg.config_name, dcfg.dataset_seed, **dcfg.get("overrides", {}))
+  elif dcfg.name == "biovid":
+    from data_pipelines import biovid
+    sources = biovid.prepare(data_dir, dcfg.config_name, manual_dir=dcfg.get("manual_dir") or None)
+  elif dcfg.name == "affwild2":
+    from data_pipelines import affwild2
+    sources = affwild2.prepare(data_dir, dcfg.config_name, manual_dir=dcfg.get("manual_dir") or None)
+  else:
+    raise ValueError(f"unknown dataset {dcfg.name!r}; expected 'pkdot_synthetic', 'biovid' or 'affwild2'")
+
+  if "validation" in sources and dcfg.protocol == "official":
+    # Aff-Wild2: the official validation set is the test set; validation comes from the training subjects.
+    train_source, test_source = sources["train"], sources["validation"]
+    subjects = io_lib.example_subjects(train_source, "train")
+    train_idx, val_idx, _ = folds_lib.subject_folds(subjects, max(2, dcfg.num_folds), dcfg.val_fraction,
+                                                    dcfg.fold_seed)[0]
+    train_idx = np.sort(np.concatenate([train_idx, _]))
+    test = Split(test_source, np.arange(len(test_source)))
+  else:
+    train_source = sources["train"]
+    subjects = io_lib.example_subjects(train_source, "train")
+    if dcfg.protocol == "subject":
+      folds = folds_lib.subject_folds(subjects, dcfg.num_folds, dcfg.val_fraction, dcfg.fold_seed)
+    elif dcfg.protocol == "authors":
+      folds = folds_lib.authors_clip_folds(len(subjects), dcfg.num_folds, dcfg.val_fraction, dcfg.fold_seed)
+    else:
+      raise ValueError(f"config.data.protocol must be 'subject', 'authors' or 'official', got {dcfg.protocol!r}")
+    if not 0 <= dcfg.fold < len(folds):
+      raise ValueError(f"config.data.fold={dcfg.fold} is outside the {len(folds)} folds")
+    train_idx, val_idx, test_idx = folds[dcfg.fold]
+    test = Split(train_source, test_idx)
+  _check_sampling_rates(train_source, config)
+  train_tf, eval_tf = _transforms(dcfg)
+  return Data(train=Split(train_source, train_idx), val=Split(train_source, val_idx), test=test,
+              train_transforms=train_tf, eval_transforms=eval_tf, worker_count=dcfg.get("worker_count", 0))

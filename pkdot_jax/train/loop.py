@@ -1,0 +1,487 @@
+"""The training loop: one function runs a stage (teacher, T-Net, student, unimodal pretraining) in a workdir.
+
+Several *members* (seeds, or distillation weights) of one config train side by side in one compiled program
+with `jax.vmap`: every array of the state gets a leading member axis, every member reads its own data order.
+With one member nothing is vmapped. Runs are resumable: re-running the same command restores the latest
+checkpoint, skips the batches already consumed in the current epoch (data order is a function of seed and epoch,
+step keys of seed and step), and continues to the same final parameters as an uninterrupted run.
+
+Workdir layout (one run = one config = one fold):
+  config.json, run_info.json        the config; versions, devices, git revision
+  metrics.jsonl                     one record per stage and epoch (train loss, val and test metrics per member)
+  <stage>/checkpoints/              periodic checkpoints (resume points)
+  <stage>/best/                     the members' variables at their best validation epoch (next stage's input)
+  <stage>/result.json               written last: the stage is done and is skipped on re-runs
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from pkdot_jax import metrics as metrics_lib
+from pkdot_jax import models
+from pkdot_jax.train import checkpoint as ckpt_lib
+from pkdot_jax.train import input as input_lib
+from pkdot_jax.train import parallel, runinfo, steps
+from pkdot_jax.train.state import TrainState, make_optimizer
+
+STAGES = ("pretrain_video", "pretrain_privileged", "teacher", "tnet", "student")
+TEACHER_STAGES = STAGES[:4]
+# Config fields that do not affect the teacher, its T-Net, or their training (a teacher directory shared by
+# several student runs compares only the rest).
+STUDENT_ONLY_FIELDS = ("distill", "stages.student", "model.student", "cache_teacher", "pipeline",
+                       "student_init_from_teacher", "teacher_workdir", "log_every", "progress", "select_metric")
+
+
+class NonFiniteLossError(FloatingPointError):
+  pass
+
+
+@dataclasses.dataclass
+class Members:
+  """The runs trained together: one per (seed, distillation weight)."""
+  seeds: tuple[int, ...]
+  weights: tuple[float, ...]
+
+  @classmethod
+  def from_config(cls, config) -> "Members":
+    seeds = tuple(int(s) for s in config.seeds)
+    weight = config.distill.weight
+    weights = tuple(float(w) for w in (weight if isinstance(weight, (list, tuple)) else [weight]))
+    pairs = [(s, w) for w in weights for s in seeds]
+    return cls(seeds=tuple(p[0] for p in pairs), weights=tuple(p[1] for p in pairs))
+
+  def __len__(self) -> int:
+    return len(self.seeds)
+
+  @property
+  def vmapped(self) -> bool:
+    return len(self) > 1
+
+  def names(self) -> list[str]:
+    return [f"seed{s}_w{w:g}" for s, w in zip(self.seeds, self.weights)]
+
+
+def _stack(trees: list[Any]) -> Any:
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _index(tree: Any, m: int) -> Any:
+  return jax.tree.map(lambda x: x[m], tree)
+
+
+# --------------------------------------------------------------------------------------------- model set-up
+def _stage_models(stage: str, config):
+  """(trained model, frozen teacher model or None) of a stage."""
+  mcfg = config.model
+  if stage == "teacher":
+    return models.build_teacher(mcfg), None
+  if stage == "tnet":
+    return models.build_tnet(mcfg), models.build_teacher(mcfg)
+  if stage == "student":
+    return models.build_student(mcfg), models.build_teacher(mcfg)
+  if stage in ("pretrain_video", "pretrain_privileged"):
+    return models.build_unimodal(mcfg, "video" if stage == "pretrain_video" else mcfg.privileged), None
+  raise ValueError(f"unknown stage {stage!r}; stages are {STAGES}")
+
+
+def _init_variables(stage: str, model, teacher, example_batch, seed: int) -> dict[str, Any]:
+  """Initial variables of a stage's model; each (member seed, stage) pair has its own key."""
+  stage_seed = seed * len(STAGES) + STAGES.index(stage)
+  if stage == "tnet":
+    t_out = jax.eval_shape(lambda: teacher.init_with_output(jax.random.key(0), example_batch, train=False)[0])
+    return dict(jax.jit(model.init)(jax.random.key(stage_seed, impl="rbg"),
+                                    jnp.zeros(t_out.visual.shape, jnp.float32)))
+  return dict(models.init_variables(model, example_batch, seed=stage_seed))
+
+
+def _loss_fn(stage: str, config, model, teacher):
+  task = config.model.task
+  if stage == "tnet":
+    return steps.tnet_loss(model, teacher, config.tnet.objective)
+  if stage == "student":
+    distill = {"method": config.distill.method, "kwargs": config.distill.kwargs.to_dict(),
+               "task_weight": config.distill.task_weight, "mt_pkdot": config.distill.mt_pkdot}
+    return steps.student_loss(model, teacher, task, distill)
+  return steps.supervised_loss(model, task, mt_heads=(stage == "teacher" and config.model.multitask))
+
+
+def _graft(params: dict, source: dict, names) -> dict:
+  """Copies the sub-trees `names` of `source` into `params` (same shapes required)."""
+  params = dict(params)
+  for name in names:
+    if name not in source or name not in params:
+      raise ValueError(f"cannot initialise {name!r} from the earlier stage: present in new model "
+                       f"{name in params}, in earlier stage {name in source}")
+    shapes_new = jax.tree.map(jnp.shape, params[name])
+    shapes_old = jax.tree.map(jnp.shape, source[name])
+    if shapes_new != shapes_old:
+      raise ValueError(f"cannot initialise {name!r} from the earlier stage: shapes differ")
+    params[name] = source[name]
+  return params
+
+
+# ------------------------------------------------------------------------------------------------ the stage
+def run_stage(stage: str, config, workdir: str, *, teacher_dir: str | None = None, mesh=None,
+              stop_after_steps: int | None = None) -> dict[str, Any]:
+  """Trains one stage to completion (or resumes it) and returns its result record.
+
+  `stop_after_steps` ends the run early after a checkpoint at that step, as if killed (used by the resume test).
+  """
+  teacher_dir = teacher_dir or workdir
+  stage_dir = os.path.join(workdir, stage)
+  result_path = os.path.join(stage_dir, "result.json")
+  if os.path.exists(result_path):
+    with open(result_path) as f:
+      return json.load(f)
+  mesh = mesh or parallel.make_mesh(config.get("num_devices"))
+  members = Members.from_config(config)
+  data = input_lib.load(config)
+  parallel.check_global_batch(config.batch_size, mesh)
+  task = config.model.task
+  stage_cfg = config.stages[stage]
+  num_epochs = int(stage_cfg.num_epochs)
+  steps_per_epoch = len(data.train) // config.batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f"{stage}: the training split has {len(data.train)} examples, fewer than one batch of "
+                     f"{config.batch_size}")
+  total_steps = num_epochs * steps_per_epoch
+
+  model, teacher = _stage_models(stage, config)
+  config_opt = config.copy_and_resolve_references()
+  with config_opt.unlocked():
+    config_opt.optimizer.learning_rate = stage_cfg.get("learning_rate", config.optimizer.learning_rate)
+    config_opt.optimizer.total_steps = total_steps
+    if stage == "student" and config.model.student.mode == "tnet_fusion":
+      config_opt.optimizer.frozen_modules = ("tnet",)
+  tx = make_optimizer(config_opt)
+
+  # Frozen inputs from earlier stages.
+  frozen_teacher = None
+  if teacher is not None:
+    frozen_teacher = ckpt_lib.load_variables(os.path.join(teacher_dir, "teacher", "best"))
+  tnet_params = None
+  if stage == "student" and config.model.student.mode == "tnet_fusion":
+    tnet_params = ckpt_lib.load_variables(os.path.join(teacher_dir, "tnet", "best"))["params"]
+
+  example = data.example_batch(config.batch_size)
+  states = []
+  for m, (seed, weight) in enumerate(zip(members.seeds, members.weights)):
+    variables = _init_variables(stage, model, teacher, example, seed)
+    params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    frozen = {}
+    if frozen_teacher is not None:
+      member_teacher = _index(frozen_teacher, m) if members.vmapped else frozen_teacher
+      frozen = {"teacher": member_teacher}
+      if stage == "student":
+        init_names = tuple(config.student_init_from_teacher)
+        params = _graft(params, member_teacher["params"], init_names)
+        stats_names = [n for n in init_names if n in batch_stats and n in member_teacher.get("batch_stats", {})]
+        batch_stats = _graft(batch_stats, member_teacher.get("batch_stats", {}), stats_names)
+    if tnet_params is not None:
+      params = _graft(params, {"tnet": _index(tnet_params, m) if members.vmapped else tnet_params}, ["tnet"])
+    states.append(TrainState.create(params=params, batch_stats=batch_stats, tx=tx, frozen=frozen,
+                                    hparams={"distill_weight": weight}))
+  state = _stack(states) if members.vmapped else states[0]
+  state = parallel.replicate(state, mesh)
+  del states
+
+  loss_fn = _loss_fn(stage, config, model, teacher)
+  train_step = steps.jit_step(steps.make_train_step(loss_fn), mesh, vmapped=members.vmapped)
+  eval_fn = _make_eval(stage, model, teacher, members.vmapped)
+  member_keys = jnp.stack([jax.random.key_data(jax.random.key(s)) for s in members.seeds])
+  member_keys = member_keys if members.vmapped else member_keys[0]
+
+  # Teacher cache: teacher outputs computed once per example (deterministic inputs only).
+  cache = None
+  if stage == "student" and config.distill.method != "none" and config.get("cache_teacher", False):
+    if config.data.get("augment", False):
+      raise ValueError("cache_teacher needs deterministic teacher inputs, but config.data.augment is on")
+    if config.distill.mt_pkdot:
+      raise ValueError("cache_teacher is not available with MT-PKDOT (the head is chosen per batch)")
+    cache = _teacher_cache(teacher, frozen_teacher, data, config, mesh, members)
+
+  checkpointer = ckpt_lib.Checkpointer(stage_dir, max_to_keep=config.checkpoint.max_to_keep)
+  select_metric, select_mode = _selection(stage, task, config)
+  best = {"score": np.full(len(members), -np.inf), "epoch": np.full(len(members), -1, np.int64),
+          "variables": _variables_of(state)}
+  start_step = 0
+  if checkpointer.latest_step() is not None:
+    restored = checkpointer.restore_latest({"state": state.trainable(), "best": _device_best(best, mesh)})
+    state = state.with_trainable(restored["state"])
+    best = {"score": np.asarray(restored["best"]["score"]), "epoch": np.asarray(restored["best"]["epoch"]),
+            "variables": restored["best"]["variables"]}
+    start_step = int(np.asarray(state.step).reshape(-1)[0])
+
+  log_path = os.path.join(workdir, "metrics.jsonl")
+  every = int(config.checkpoint.every_steps) or steps_per_epoch
+  step = start_step
+  progress = tqdm(total=total_steps, initial=start_step, desc=stage, disable=not config.get("progress", True),
+                  dynamic_ncols=True, leave=False)
+  t_stage = time.time()
+  while step < total_steps:
+    epoch = step // steps_per_epoch
+    skip = step - epoch * steps_per_epoch
+    batches = data.train_batches(epoch, members.seeds, config.batch_size, skip=skip)
+    window, t0, n_clips = [], time.time(), 0
+    epoch_losses = []
+    for local_batch in batches:
+      if cache is not None:
+        local_batch = cache.add_to(local_batch)
+      batch = parallel.global_batch(local_batch, mesh, member_axis=members.vmapped)
+      state, step_metrics = train_step(state, batch, member_keys)
+      step += 1
+      n_clips += config.batch_size * len(members)
+      window.append(step_metrics)
+      if len(window) >= config.log_every or step % steps_per_epoch == 0:
+        host = _check_window(window, step - len(window) + 1, stage, checkpointer)
+        epoch_losses.extend(h["loss"] for h in host)
+        last = host[-1]
+        postfix = {"loss": f"{np.mean(last['loss']):.4f}", "clips/s": f"{n_clips / (time.time() - t0):.0f}"}
+        if "ot_iterations" in last:
+          postfix["sinkhorn_it"] = int(np.max(last["ot_iterations"]))
+        progress.set_postfix(postfix)
+        progress.update(len(window))
+        window = []
+      if step % every == 0 and step % steps_per_epoch != 0:
+        checkpointer.save(step, {"state": state.trainable(), "best": _device_best(best, mesh)})
+      if stop_after_steps is not None and step >= stop_after_steps:
+        checkpointer.save(step, {"state": state.trainable(), "best": _device_best(best, mesh)})
+        checkpointer.wait()
+        progress.close()
+        return {"stopped_at": step}
+      if step % steps_per_epoch == 0:
+        break
+    # End of epoch: evaluate every member on validation and test, update the best, checkpoint.
+    record = {"stage": stage, "epoch": epoch + 1, "step": step, "members": members.names(),
+              "train_loss": np.mean(np.stack(epoch_losses), axis=0).tolist() if epoch_losses else None}
+    variables = _variables_of(state)
+    for split in ("val", "test"):
+      if len(getattr(data, split)):
+        record[split] = _evaluate(eval_fn, variables, state.frozen, data, split, config, mesh, members)
+    scores = _scores(record, select_metric, select_mode, len(members))
+    improved = scores > best["score"]
+    best["score"] = np.where(improved, scores, best["score"])
+    best["epoch"] = np.where(improved, epoch + 1, best["epoch"])
+    best["variables"] = _select_tree(improved, variables, best["variables"], members.vmapped)
+    record["best_epoch"] = best["epoch"].tolist()
+    _append_jsonl(log_path, record)
+    checkpointer.save(step, {"state": state.trainable(), "best": _device_best(best, mesh)})
+  progress.close()
+  checkpointer.wait()
+
+  # The stage's output: the best variables (or last ones when there is no validation split).
+  os.makedirs(stage_dir, exist_ok=True)
+  final_vars = best["variables"] if np.all(best["epoch"] > 0) else _variables_of(state)
+  if stage == "tnet":
+    final_vars = {"params": state.params}
+    if np.all(best["epoch"] > 0):
+      final_vars = {"params": best["variables"]["params"]}
+  ckpt_lib.save_variables(os.path.join(stage_dir, "best"), parallel.to_host(final_vars))
+  result = _stage_result(stage, log_path, best, members, time.time() - t_stage, select_metric)
+  checkpointer.close()
+  tmp = result_path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(result, f, indent=2)
+  os.replace(tmp, result_path)
+  return result
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+def _selection(stage: str, task: str, config) -> tuple[str, str]:
+  if stage == "tnet":
+    return "tnet_mse", "min"
+  default = "accuracy" if task == "classification" else "ccc_mean"
+  return config.get("select_metric", default) or default, "max"
+
+
+def _scores(record, metric: str, mode: str, num_members: int) -> np.ndarray:
+  if "val" not in record:
+    return np.full(num_members, -np.inf)
+  values = np.asarray([m[metric] for m in record["val"]], np.float64)
+  return -values if mode == "min" else values
+
+
+def _variables_of(state: TrainState) -> dict[str, Any]:
+  variables = {"params": state.params}
+  if state.batch_stats:
+    variables["batch_stats"] = state.batch_stats
+  return variables
+
+
+def _select_tree(improved: np.ndarray, new: Any, old: Any, vmapped: bool) -> Any:
+  if not vmapped:
+    return new if bool(improved[0]) else old
+  mask = jnp.asarray(improved)
+
+  def pick(n, o):
+    return jnp.where(mask.reshape((-1,) + (1,) * (n.ndim - 1)), n, o)
+
+  return jax.tree.map(pick, new, old)
+
+
+def _device_best(best, mesh) -> dict[str, Any]:
+  return {"score": jnp.asarray(best["score"]), "epoch": jnp.asarray(best["epoch"]),
+          "variables": best["variables"]}
+
+
+def _make_eval(stage: str, model, teacher, vmapped: bool) -> Callable:
+  """Jitted `(variables, frozen, batch) -> outputs` in eval mode; vmapped over members when needed."""
+  if stage == "tnet":
+    def fn(variables, frozen, batch):
+      t_out = teacher.apply(frozen["teacher"], batch, train=False)
+      predicted = model.apply(variables, t_out.visual.astype(jnp.float32)).astype(jnp.float32)
+      return {"squared_error": jnp.mean((predicted - t_out.privileged.astype(jnp.float32)) ** 2, axis=-1)}
+  else:
+    def fn(variables, frozen, batch):
+      del frozen
+      return steps.eval_outputs(model.apply(variables, batch, train=False))
+  return jax.jit(jax.vmap(fn, in_axes=(0, 0, None)) if vmapped else fn)
+
+
+def _evaluate(eval_fn, variables, frozen, data, split, config, mesh, members) -> list[dict[str, Any]]:
+  """Metrics of every member on a whole split (padded batches, the padding masked out)."""
+  outputs: dict[str, list[np.ndarray]] = {}
+  fields: dict[str, list[np.ndarray]] = {"mask": [], "label": [], "valence_arousal": [], "video_id": []}
+  for local_batch in data.eval_batches(split, config.eval_batch_size):
+    out = eval_fn(variables, frozen, parallel.global_batch(local_batch, mesh))
+    for key, value in parallel.to_host(out).items():
+      outputs.setdefault(key, []).append(value)
+    for key in fields:
+      if key in local_batch:
+        fields[key].append(local_batch[key])
+  axis = 1 if members.vmapped else 0
+  cat = {k: np.concatenate(v, axis=axis) for k, v in outputs.items()}
+  host = {k: np.concatenate(v) for k, v in fields.items() if v}
+  mask = host["mask"].astype(bool)
+  results = []
+  for m in range(len(members)):
+    member = {k: (v[m] if members.vmapped else v)[mask] for k, v in cat.items()}
+    if "squared_error" in member:
+      results.append({"tnet_mse": float(member["squared_error"].mean()), "num_examples": int(mask.sum())})
+    elif config.model.task == "classification":
+      results.append(metrics_lib.classification_metrics(member["prediction"], host["label"][mask]))
+    else:
+      results.append(metrics_lib.regression_metrics(member["prediction"], host["valence_arousal"][mask],
+                                                    host["video_id"][mask]))
+  return results
+
+
+def _check_window(window, first_step: int, stage: str, checkpointer) -> list[dict[str, np.ndarray]]:
+  """Moves a window of step metrics to the host; stops at the first non-finite step, naming the term."""
+  host = [jax.tree.map(np.asarray, w) for w in window]
+  for i, h in enumerate(host):
+    if "finite" in h and not np.all(h["finite"] > 0):
+      bad_terms = [k for k, v in h.items() if k != "finite" and not np.all(np.isfinite(v))]
+      checkpointer.wait()
+      last = checkpointer.latest_step()
+      raise NonFiniteLossError(
+          f"{stage}: non-finite loss at step {first_step + i} (terms: {', '.join(bad_terms) or 'gradient'}); "
+          f"parameters were not updated with it and no further checkpoint is written. Last good checkpoint: "
+          f"{'step ' + str(last) if last is not None else 'none'} in {checkpointer.latest.directory}")
+  return host
+
+
+def _append_jsonl(path: str, record: dict[str, Any]) -> None:
+  with open(path, "a") as f:
+    f.write(json.dumps(record) + "\n")
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+  """metrics.jsonl records, the last one kept per (stage, epoch) (a resumed epoch may appear twice)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  records: dict[tuple[str, int], dict[str, Any]] = {}
+  with open(path) as f:
+    for line in f:
+      if line.strip():
+        r = json.loads(line)
+        records[(r["stage"], r["epoch"])] = r
+  return sorted(records.values(), key=lambda r: (STAGES.index(r["stage"]), r["epoch"]))
+
+
+def _stage_result(stage, log_path, best, members, seconds, select_metric) -> dict[str, Any]:
+  """Per member: the test metrics at the best validation epoch (the number a paper table reports)."""
+  records = [r for r in read_metrics(os.path.dirname(log_path)) if r["stage"] == stage]
+  by_epoch = {r["epoch"]: r for r in records}
+  per_member = []
+  for m, name in enumerate(members.names()):
+    epoch = int(best["epoch"][m]) if best["epoch"][m] > 0 else (records[-1]["epoch"] if records else 0)
+    record = by_epoch.get(epoch, {})
+    per_member.append({"member": name, "seed": members.seeds[m], "weight": members.weights[m],
+                       "best_epoch": epoch,
+                       "val": record.get("val", [None] * len(members))[m] if "val" in record else None,
+                       "test": record.get("test", [None] * len(members))[m] if "test" in record else None})
+  return {"stage": stage, "select_metric": select_metric, "seconds": seconds, "members": per_member}
+
+
+# ------------------------------------------------------------------------------------------- teacher cache
+@dataclasses.dataclass
+class TeacherCache:
+  """Teacher outputs per training example, looked up on the host by the batch's "index" field."""
+  position: dict[int, int]
+  embedding: np.ndarray   # (M, N, D) or (N, D)
+  prediction: np.ndarray  # (M, N, K) or (N, K)
+  vmapped: bool
+
+  def add_to(self, local_batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    index = local_batch["index"]
+    rows = np.vectorize(self.position.__getitem__)(index)  # (B,) or (M, B)
+    batch = dict(local_batch)
+    if self.vmapped:
+      m = np.arange(self.embedding.shape[0])[:, None]
+      batch["teacher_embedding"] = self.embedding[m, rows]
+      batch["teacher_prediction"] = self.prediction[m, rows]
+    else:
+      batch["teacher_embedding"] = self.embedding[rows]
+      batch["teacher_prediction"] = self.prediction[rows]
+    return batch
+
+
+def _teacher_cache(teacher, frozen_teacher, data, config, mesh, members) -> TeacherCache:
+  eval_fn = _make_eval("teacher", teacher, None, members.vmapped)
+  embeddings, predictions, indices = [], [], []
+  for local_batch in data.eval_batches("train", config.eval_batch_size):
+    out = parallel.to_host(eval_fn(frozen_teacher, None, parallel.global_batch(local_batch, mesh)))
+    keep = local_batch["mask"].astype(bool)
+    embeddings.append(out["embedding"][..., keep, :])
+    predictions.append(out["prediction"][..., keep, :])
+    indices.append(local_batch["index"][keep])
+  axis = 1 if members.vmapped else 0
+  index = np.concatenate(indices)
+  return TeacherCache(position={int(i): p for p, i in enumerate(index)},
+                      embedding=np.concatenate(embeddings, axis=axis),
+                      prediction=np.concatenate(predictions, axis=axis), vmapped=members.vmapped)
+
+
+# ------------------------------------------------------------------------------------------------ pipeline
+def run_pipeline(config, workdir: str, stages: tuple[str, ...] | None = None) -> dict[str, Any]:
+  """Runs the stages in order (default: config.pipeline), each skipped if already done.
+
+  Teacher-side stages run in `config.teacher_workdir` when set (shared by the runs of a sweep), the student in
+  `workdir`.
+  """
+  teacher_dir = config.get("teacher_workdir") or workdir
+  ckpt_lib.check_or_write_config(workdir, config)
+  runinfo.write(workdir, config)
+  if teacher_dir != workdir:
+    ckpt_lib.check_or_write_config(teacher_dir, config, drop=STUDENT_ONLY_FIELDS)
+  results = {}
+  for stage in stages or tuple(config.pipeline):
+    if stage not in STAGES:
+      raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+    stage_workdir = teacher_dir if stage in TEACHER_STAGES else workdir
+    results[stage] = run_stage(stage, config, stage_workdir, teacher_dir=teacher_dir)
+  return results

@@ -1,0 +1,72 @@
+"""What a run records about where it ran: package versions, devices, git revision, command line."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import jax
+
+PACKAGES = ("pkdot-jax", "jax", "jaxlib", "flax", "optax", "ott-jax", "orbax-checkpoint", "tensorflow-datasets",
+            "grain", "numpy")
+
+
+def git_revision() -> str | None:
+  here = os.path.dirname(os.path.abspath(__file__))
+  try:
+    rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                           capture_output=True, text=True, timeout=5)
+  except (OSError, subprocess.SubprocessError):
+    return None
+  if rev.returncode:
+    return None
+  return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def versions() -> dict[str, str | None]:
+  out = {}
+  for name in PACKAGES:
+    try:
+      out[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      out[name] = None
+  return out
+
+
+def hardware() -> dict[str, object]:
+  devices = jax.devices()
+  return {"platform": devices[0].platform, "device_kind": devices[0].device_kind,
+          "num_devices": len(devices), "num_processes": jax.process_count(),
+          "host": platform.node(), "cpu_count": os.cpu_count(), "processor": platform.processor() or None}
+
+
+def collect(config=None) -> dict[str, object]:
+  info = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv),
+          "python": sys.version.split()[0], "versions": versions(), "hardware": hardware(),
+          "git_revision": git_revision()}
+  if config is not None:
+    info["config"] = json.loads(config.to_json_best_effort())
+  return info
+
+
+def write(workdir: str, config) -> None:
+  """Appends this start's record to run_info.json (one entry per start or resume of the run)."""
+  if jax.process_index() != 0:
+    return
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "run_info.json")
+  starts = []
+  if os.path.exists(path):
+    with open(path) as f:
+      starts = json.load(f)
+  starts.append(collect(config))
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(starts, f, indent=2)
+  os.replace(tmp, path)

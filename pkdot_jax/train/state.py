@@ -1,0 +1,75 @@
+"""Training state: a pytree that the jitted steps take and return whole.
+
+`frozen` holds variables that the step reads but never trains (the frozen teacher's params and batch stats):
+they are an *argument* of the jitted step, never a captured constant (XLA would constant-fold a closed-over
+teacher, which cost 54 ms per step on an H200, DESIGN.md section 6), they are not in the optimizer and they are
+left out of the student's checkpoints. `hparams` holds scalar hyperparameters as arrays (the distillation weight)
+so that one compiled program can train several values side by side under `jax.vmap`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+
+@struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  frozen: Any
+  hparams: dict[str, jax.Array]
+  tx: optax.GradientTransformation = struct.field(pytree_node=False)
+
+  @classmethod
+  def create(cls, *, params, batch_stats, tx, frozen=None, hparams=None) -> "TrainState":
+    return cls(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats if batch_stats else {},
+               opt_state=tx.init(params), frozen=frozen if frozen is not None else {},
+               hparams={k: jnp.asarray(v, jnp.float32) for k, v in (hparams or {}).items()}, tx=tx)
+
+  def apply_gradients(self, grads, batch_stats) -> "TrainState":
+    updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+    return self.replace(step=self.step + 1, params=optax.apply_updates(self.params, updates),
+                        opt_state=opt_state, batch_stats=batch_stats)
+
+  def trainable(self) -> dict[str, Any]:
+    """What a checkpoint stores: everything but the frozen teacher (which has its own checkpoint)."""
+    return {"step": self.step, "params": self.params, "batch_stats": self.batch_stats,
+            "opt_state": self.opt_state, "hparams": self.hparams}
+
+  def with_trainable(self, tree: dict[str, Any]) -> "TrainState":
+    return self.replace(**tree)
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+  """Adam(W) with an optional cosine schedule and gradient clipping, from `config.optimizer`.
+
+  Sub-trees named in `config.optimizer.frozen_modules` (e.g. the student's fitted T-Net) get zero updates:
+  they stay as fitted while the rest trains.
+  """
+  opt = config.optimizer
+  lr: Any = opt.learning_rate
+  if opt.get("schedule", "constant") == "cosine":
+    lr = optax.warmup_cosine_decay_schedule(0.0, opt.learning_rate, opt.get("warmup_steps", 0),
+                                            max(opt.total_steps, opt.get("warmup_steps", 0) + 1))
+  if opt.get("weight_decay", 0.0):
+    tx = optax.adamw(lr, weight_decay=opt.weight_decay)
+  else:
+    tx = optax.adam(lr)
+  if opt.get("grad_clip", 0.0):
+    tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip), tx)
+  frozen_modules = tuple(opt.get("frozen_modules", ()))
+  if frozen_modules:
+    def labels(params):
+      flat = flax.traverse_util.flatten_dict(params)
+      return flax.traverse_util.unflatten_dict(
+          {k: ("frozen" if k[0] in frozen_modules else "train") for k in flat})
+    tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+  return tx
