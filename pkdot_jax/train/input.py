@@ -103,29 +103,77 @@ def _check_sampling_rates(source, config) -> None:
                        f"{model_fs}; set --config.{field}={metadata[key]}")
 
 
-def load(config) -> Data:
-  """Dataset, fold and transforms named by `config.data`."""
-  dcfg = config.data
-  data_dir = os.path.expanduser(dcfg.data_dir)
+def _manual_dir(dcfg, instructions: str) -> str:
+  manual_dir = dcfg.get("manual_dir") or ""
+  if not manual_dir:
+    raise ValueError(f"dataset {dcfg.name!r} is a manual download: set --config.data.manual_dir=/path/to/it "
+                     f"(the folder the files were extracted into).{instructions}")
+  return os.path.expanduser(manual_dir)
+
+
+def _sources(dcfg, data_dir: str) -> dict[str, Any]:
+  """The dataset's data sources by split name; `config.data.overrides` are builder-config fields."""
+  overrides = dict(dcfg.get("overrides", {}))
   if dcfg.name == "pkdot_synthetic":
     from data_pipelines import synthetic
-    sources = synthetic.prepare(data_dir, dcfg.config_name, dcfg.dataset_seed, **dcfg.get("overrides", {}))
-  elif dcfg.name == "biovid":
+    return synthetic.prepare(data_dir, dcfg.config_name, dcfg.dataset_seed, **overrides)
+  if dcfg.name == "biovid":
     from data_pipelines import biovid
-    sources = biovid.prepare(data_dir, dcfg.config_name, manual_dir=dcfg.get("manual_dir") or None)
-  elif dcfg.name == "affwild2":
+    return biovid.prepare(data_dir, _manual_dir(dcfg, biovid.Biovid.MANUAL_DOWNLOAD_INSTRUCTIONS),
+                          dcfg.config_name, **overrides)
+  if dcfg.name == "affwild2":
     from data_pipelines import affwild2
-    sources = affwild2.prepare(data_dir, dcfg.config_name, manual_dir=dcfg.get("manual_dir") or None)
-  else:
-    raise ValueError(f"unknown dataset {dcfg.name!r}; expected 'pkdot_synthetic', 'biovid' or 'affwild2'")
+    return affwild2.prepare(data_dir, _manual_dir(dcfg, affwild2.Affwild2.MANUAL_DOWNLOAD_INSTRUCTIONS),
+                            dcfg.config_name, **overrides)
+  raise ValueError(f"unknown dataset {dcfg.name!r}; expected 'pkdot_synthetic', 'biovid' or 'affwild2'")
 
-  if "validation" in sources and dcfg.protocol == "official":
-    # Aff-Wild2: the official validation set is the test set; validation comes from the training subjects.
+
+def _labels(source, indices=None) -> np.ndarray:
+  """Class ids of a source's records (decodes each record: used only for the authors' stratified folds)."""
+  indices = range(len(source)) if indices is None else indices
+  return np.asarray([int(source[int(i)]["label"]) for i in indices], np.int64)
+
+
+def _holdout_subjects(subjects: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """(train, val) example indices: round(val_fraction x #subjects) whole subjects (at least one, and at least one
+  left for training) held out for validation."""
+  unique = np.unique(subjects)
+  if val_fraction <= 0:
+    return np.arange(subjects.size), np.zeros(0, np.int64)
+  if unique.size < 2:
+    raise ValueError(f"config.data.val_fraction={val_fraction} needs at least 2 training subjects/videos to "
+                     f"hold some out for validation, got {unique.size}")
+  num_val = min(max(1, int(round(val_fraction * unique.size))), unique.size - 1)
+  val_subjects = np.random.default_rng(seed).permutation(unique)[:num_val]
+  in_val = np.isin(subjects, val_subjects)
+  return np.flatnonzero(~in_val), np.flatnonzero(in_val)
+
+
+def load(config) -> Data:
+  """Dataset, fold and transforms named by `config.data`.
+
+  Protocols (`config.data.protocol`):
+    "subject"   k subject-disjoint folds, validation subjects drawn from each fold's training subjects;
+    "authors"   the authors' clip-level folds (stratified by class when the records carry a "label"); clips of
+                one subject land in train and test alike (identity leakage), kept only to reproduce their numbers;
+    "official"  a dataset's official train / validation split (Aff-Wild2): the official validation set is the
+                test set, and model-selection videos (`val_fraction` of them, seeded by `fold_seed`) are held
+                out of the official training set.
+  `config.data.select_on_test=True` reproduces the other half of the authors' evaluation: no validation split
+  (its examples go back into training) and the best epoch is picked on the test examples. Never on by default.
+  """
+  dcfg = config.data
+  data_dir = os.path.expanduser(dcfg.data_dir)
+  sources = _sources(dcfg, data_dir)
+
+  if dcfg.protocol == "official":
+    if "validation" not in sources:
+      raise ValueError(f"config.data.protocol='official' needs a dataset with an official validation split "
+                       f"(affwild2); {dcfg.name!r} has splits {sorted(sources)}")
     train_source, test_source = sources["train"], sources["validation"]
+    # Aff-Wild2 has no subject ids: the builder's "subject" is the video (so held-out videos are disjoint).
     subjects = io_lib.example_subjects(train_source, "train")
-    train_idx, val_idx, _ = folds_lib.subject_folds(subjects, max(2, dcfg.num_folds), dcfg.val_fraction,
-                                                    dcfg.fold_seed)[0]
-    train_idx = np.sort(np.concatenate([train_idx, _]))
+    train_idx, val_idx = _holdout_subjects(subjects, float(dcfg.val_fraction), int(dcfg.fold_seed))
     test = Split(test_source, np.arange(len(test_source)))
   else:
     train_source = sources["train"]
@@ -133,14 +181,20 @@ def load(config) -> Data:
     if dcfg.protocol == "subject":
       folds = folds_lib.subject_folds(subjects, dcfg.num_folds, dcfg.val_fraction, dcfg.fold_seed)
     elif dcfg.protocol == "authors":
-      folds = folds_lib.authors_clip_folds(len(subjects), dcfg.num_folds, dcfg.val_fraction, dcfg.fold_seed)
+      has_labels = "label" in getattr(getattr(train_source, "dataset_info", None), "features", {})
+      folds = folds_lib.authors_clip_folds(len(subjects), dcfg.num_folds, dcfg.val_fraction, dcfg.fold_seed,
+                                           labels=_labels(train_source) if has_labels else None)
     else:
       raise ValueError(f"config.data.protocol must be 'subject', 'authors' or 'official', got {dcfg.protocol!r}")
     if not 0 <= dcfg.fold < len(folds):
       raise ValueError(f"config.data.fold={dcfg.fold} is outside the {len(folds)} folds")
     train_idx, val_idx, test_idx = folds[dcfg.fold]
     test = Split(train_source, test_idx)
+  val = Split(train_source, val_idx)
+  if dcfg.get("select_on_test", False):
+    train_idx = np.sort(np.concatenate([train_idx, val_idx]))
+    val = test
   _check_sampling_rates(train_source, config)
   train_tf, eval_tf = _transforms(dcfg)
-  return Data(train=Split(train_source, train_idx), val=Split(train_source, val_idx), test=test,
+  return Data(train=Split(train_source, train_idx), val=val, test=test,
               train_transforms=train_tf, eval_transforms=eval_tf, worker_count=dcfg.get("worker_count", 0))

@@ -1,0 +1,145 @@
+"""Paper setup on the BioVid Heat Pain Database: BL1 (no pain) vs PA4 (highest pain), PKDOT student.
+
+  pkdot train --config=experiments/configs/biovid_binary.py --workdir=runs/biovid_binary/fold0 \\
+      --config.data.manual_dir=/path/to/biovid --config.data.fold=0
+  pkdot train --config=experiments/configs/biovid_binary.py:authors --workdir=runs/biovid_binary_authors/fold0 \\
+      --config.data.manual_dir=/path/to/biovid
+  pkdot train --config=experiments/configs/biovid_binary.py:smoke --workdir=/tmp/smoke \\
+      --config.data.manual_dir=/path/to/fake_biovid        # tiny models, 1 epoch (what the tests run)
+
+Run folds 0..4 (`--config.data.fold=k`, one workdir each) and seeds (`--config.seeds=0,1,2`, trained side by side)
+and aggregate with `pkdot report`. Variants (comma-separated after the colon, e.g. `:authors,partb`):
+  (none)   corrected protocol: 5 subject-disjoint folds, validation subjects (20 %) taken from each fold's training
+           subjects, best epoch chosen on validation, every test clip scored.
+  authors  the authors' evaluation protocol, to reproduce their numbers: 5 clip-level folds stratified by class
+           (clips of one subject in train and test), no validation split, and the best epoch picked on the test
+           fold (`data.select_on_test`; their `validate` ran on the test fold). Both are leaks; they are named here
+           only so that the published figures can be compared. `--config.data.select_on_test=False` keeps their
+           folds but selects on a validation split (set `--config.data.val_fraction=0.2`).
+  partb    BioVid Part B (what the authors' released script reads; adds facial EMG channels).
+  smoke    tiny models, 4 frames of 16 x 16, 1 s of physio, batch 8, 1 epoch per stage (CPU, seconds).
+
+What the `authors` variant does NOT reproduce, on purpose (model and data bugs, not protocol; DESIGN.md section 2):
+batch-mixing fusion attention (ours is per-sample), the untrained random T-Net, the frozen student backbone, the
+1000 Hz spectrogram of 512 Hz signals without log scaling, `drop_last` on the test loader (we score every test
+clip), and their ReduceLROnPlateau schedule driven by test accuracy (we keep a constant learning rate).
+
+Paper values: R3D-18 (torchvision layout, widths 64/128/256/512) on 10 frames of 112 x 112 (the builder stores 10
+uniformly spaced face frames per sample, here at 112 x 112 as the authors' Resize(112); training applies TSN
+sampling of the stored frames and horizontal flips); physiological ResNet-18 on per-channel log power spectrograms
+computed on device at the true 512 Hz over the builder's 5.5 s window (2816 samples; Part A channels gsr, ecg,
+emg_trapezius; choose others with `--config.data.overrides.channels`); gated cross-attention fusion (per-sample);
+batch 128, Adam 1e-4, 20 epochs per stage (teacher, T-Net, student); student loss CE + 0.6 x PKDOT (k = 30 least
+similar anchors, eps = 0.01, converged debiased Sinkhorn divergence). The T-Net (512-256-128-256-512, MSE) is
+trained here; its epoch count is not given by the paper (we use 20). Backbones start from random weights: the
+training loop has no option yet to import torchvision Kinetics/ImageNet weights (pkdot_jax.models.convert does the
+conversion; wiring it into the teacher's initialisation is a separate change).
+
+Data: BioVid is licence-gated (https://www.nit.ovgu.de/BioVid.html). Extract it so that
+`<manual_dir>/PartA` (or `PartB`) contains `samples.csv`, `biosignals_filtered/<subject>/<sample>_bio.csv` and
+either `video/<subject>/<sample>.mp4` or pre-extracted face crops `frames/<subject>/<sample>/img_00001.jpg ...`
+(see data_pipelines/biovid MANUAL_DOWNLOAD_INSTRUCTIONS). The first run builds the array_record set under
+`config.data.data_dir` (default ~/tensorflow_datasets) once; later runs and folds reuse it.
+"""
+
+from __future__ import annotations
+
+from experiments.configs import common
+
+VARIANTS = ("authors", "partb", "smoke")
+
+
+def parse_variants(arg: str, name: str, allowed=VARIANTS) -> set[str]:
+  variants = {v.strip() for v in arg.split(",") if v.strip()}
+  unknown = variants - set(allowed)
+  if unknown:
+    raise ValueError(f"{name} config: unknown variant(s) {sorted(unknown)}; use a comma-separated subset of "
+                     f"{list(allowed)}")
+  return variants
+
+
+def paper_training(config) -> None:
+  """Batch, optimiser, epochs and PKDOT settings shared by the paper-setup configs."""
+  config.batch_size = 128
+  config.eval_batch_size = 128
+  config.optimizer.learning_rate = 1e-4
+  config.optimizer.schedule = "constant"
+  for stage in ("teacher", "tnet", "student"):
+    config.stages[stage].num_epochs = 20
+  config.distill.method = "pkdot"
+  config.distill.weight = 0.6
+  config.distill.task_weight = 1.0
+  config.distill.kwargs = {"k": 30, "epsilon": 0.01, "anchors": "least_similar", "shift": "min"}
+  config.tnet.objective = "mse"
+
+
+def smoke_training(config) -> None:
+  """One epoch per stage, tiny batches, progress bars off (used by the tests on fake data)."""
+  config.batch_size = 8
+  config.eval_batch_size = 8
+  config.num_devices = 1
+  config.progress = False
+  config.log_every = 1
+  for stage in ("teacher", "tnet", "student"):
+    config.stages[stage].num_epochs = 1
+  config.distill.kwargs = {"k": 4, "epsilon": 0.01, "max_iterations": 200}
+
+
+def biovid_config(num_classes: int, arg: str = "", name: str = "biovid_binary"):
+  if num_classes not in (2, 5):
+    raise ValueError(f"biovid_config: num_classes must be 2 or 5, got {num_classes}")
+  variants = parse_variants(arg, name)
+  smoke = "smoke" in variants
+  config = common.base_config("tiny" if smoke else "paper")
+  paper_training(config)
+
+  config.data.name = "biovid"
+  config.data.config_name = ("binary" if num_classes == 2 else "five_class") + ("_partb" if "partb" in variants
+                                                                               else "")
+  config.data.manual_dir = ""
+  # Stored at 112 x 112 (the builder's default is 128 x 128): the authors resize the face crops to 112.
+  config.data.overrides = {"num_frames": 10, "height": 112, "width": 112}
+  config.data.num_frames = 10
+  config.data.size = ()
+  config.data.crop = ()
+  config.data.augment = True
+  config.data.protocol = "subject"
+  config.data.num_folds = 5
+  config.data.fold = 0
+  config.data.fold_seed = 0
+  config.data.val_fraction = 0.2
+  config.data.select_on_test = False
+  config.cache_teacher = False  # augmented inputs: the teacher runs inside the student step
+
+  channels = 5 if "partb" in variants else 3
+  m = config.model
+  m.task = "classification"
+  m.num_outputs = num_classes
+  m.privileged = "physio"
+  m.privileged_backbone = "resnet2d18"
+  m.spectrogram.fs = 512.0
+  m.fusion.kind = "gated"
+  m.input_shapes.video = (10, 112, 112, 3)
+  m.input_shapes.physio = (2816, channels)
+  config.select_metric = "accuracy"
+
+  if "authors" in variants:
+    config.data.protocol = "authors"
+    config.data.val_fraction = 0.0
+    config.data.select_on_test = True
+
+  if smoke:
+    smoke_training(config)
+    # Fake data (tests/data/fakes.write_biovid frames layout, 24 x 24 jpgs, 600-sample bio files): 4 frames
+    # stored at 20 x 20, cropped to 16 x 16 (exercises the crop path), 1 s of physio.
+    config.data.overrides = {"num_frames": 4, "height": 20, "width": 20, "window_length": 512}
+    config.data.num_frames = 4
+    config.data.crop = (16, 16)
+    config.data.num_folds = 3
+    m.input_shapes.video = (4, 16, 16, 3)
+    m.input_shapes.physio = (512, channels)
+  return config
+
+
+def get_config(arg: str = ""):
+  return biovid_config(2, arg, "biovid_binary")
