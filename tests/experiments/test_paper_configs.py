@@ -134,6 +134,7 @@ def test_sampling_rate_mismatch_is_refused(fake_roots):
 
 
 # ------------------------------------------------------------------------------------------------ smoke runs
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_smoke_end_to_end(name, fake_roots, tmp_path):
   config = _smoke(name, fake_roots)
