@@ -5,11 +5,16 @@
 # Everything else ott-jax, flax and the anchor need is in the image (jax 0.11.2, flax, optax, orbax, chex,
 # equinox, lineax, optimistix, jaxtyping, numpy, scipy, absl-py, pyyaml, typing-extensions, torch 2.11;
 # /work/.library/device/KINDS.md, "Python packages already there"). All four wheels are pure Python.
-# .whl/ is ignored (.gitignore, .git/info/exclude); the wheels travel with `run(carry=[".whl", ...])`.
+# Also copies the PyTorch anchor ../shared/bench/anchor_torch.py into .anchor/ (../shared does not travel to
+# the device). Both folders are ignored (.git/info/exclude) and travel with `run(carry=[".whl", ".anchor"])`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p .whl
-grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+for d in /.whl/ /.anchor/; do
+  grep -qx "$d" .git/info/exclude 2>/dev/null || echo "$d" >> .git/info/exclude
+done
+mkdir -p .anchor
+cp "${ANCHOR:-../shared/bench/anchor_torch.py}" .anchor/anchor_torch.py
 PIP=${PIP:-python3 -m pip}
 $PIP download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \

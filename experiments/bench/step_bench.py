@@ -369,8 +369,10 @@ def hlo_stats(text: str) -> dict[str, Any]:
   }
 
 
-def hlo_report(bench: Bench, variant: str) -> dict[str, Any]:
-  """Lowered StableHLO and compiled HLO of a variant (compiled for the default backend; no step is run)."""
+def hlo_report(bench: Bench, variant: str, save_dir: str | None = None) -> dict[str, Any]:
+  """Lowered StableHLO and compiled HLO of a variant (compiled for the default backend; no step is run).
+
+  With `save_dir`, both texts are written there (<variant>_<dtype>.stablehlo.mlir / .optimized.hlo)."""
   jitted, state, batch = bench.program(variant)
   lowered = jitted.lower(state, batch, jax.random.PRNGKey(0))
   stablehlo = lowered.as_text()
@@ -378,6 +380,13 @@ def hlo_report(bench: Bench, variant: str) -> dict[str, Any]:
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t0
   optimized = compiled.as_text()
+  if save_dir:
+    os.makedirs(save_dir, exist_ok=True)
+    stem = os.path.join(save_dir, f"{variant}_{bench.config.model.dtype}_B{bench.batch_size}")
+    with open(stem + ".stablehlo.mlir", "w") as f:
+      f.write(stablehlo)
+    with open(stem + ".optimized.hlo", "w") as f:
+      f.write(optimized)
   mlir_ops = collections.Counter(re.findall(r"(stablehlo\.[a-z_]+)", stablehlo))
   return {
       "what": "hlo", "variant": variant, "dtype": bench.config.model.dtype, "B": bench.batch_size,
@@ -420,6 +429,7 @@ def main(argv=None) -> list[dict[str, Any]]:
   parser.add_argument("--peak_tflops", type=float, default=None, help="MFU denominator; else measured")
   parser.add_argument("--matmul_size", type=int, default=None, help="0 skips; default 8192 (GPU), 1024 (CPU)")
   parser.add_argument("--hlo_only", action="store_true", help="report HLO op counts, time nothing")
+  parser.add_argument("--hlo_dir", default=None, help="with --hlo_only: also save the HLO texts here")
   parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--k", type=int, default=30, help="PKDOT anchors; min(k, batch - 1) is used")
@@ -449,7 +459,7 @@ def main(argv=None) -> list[dict[str, Any]]:
     for dtype in args.dtypes:
       bench = Bench(make_config(args.preset, dtype, args.conv3d_impl, k=k), args.batch, args.seed)
       for variant in variants:
-        emit(hlo_report(bench, variant))
+        emit(hlo_report(bench, variant, args.hlo_dir))
     return results
 
   peak = args.peak_tflops
