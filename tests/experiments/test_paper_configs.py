@@ -7,12 +7,14 @@ file formats (tests/data/fakes.py); the fake sets are built once per module and 
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
 import fakes  # tests/data, put on sys.path by tests/experiments/conftest.py
 from data_pipelines import io as io_lib
 from experiments.configs import affwild2_va, biovid_5class, biovid_binary
+from pkdot_jax import models
 from pkdot_jax.train import input as input_lib
 from pkdot_jax.train import loop
 
@@ -52,6 +54,24 @@ def test_paper_values(name, variant):
     assert config.select_metric == "ccc_mean"
   assert config.data.select_on_test == (variant == "authors")
   assert (config.data.val_fraction > 0) == (variant == "")
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_paper_models_trace_at_paper_shapes(name):
+  """Teacher and student of the paper config at 10 (8) x 112 x 112 and the real physio / audio windows (shapes
+  only: jax.eval_shape, nothing is compiled); the video backbone is torchvision's r3d_18 size."""
+  m = CONFIGS[name].get_config().model
+  batch = models.dummy_batch(m, 2)
+  out, variables = jax.eval_shape(
+      lambda b: models.build_teacher(m).init_with_output(jax.random.key(0), b, train=False), batch)
+  visual = jax.tree.leaves(variables["params"]["visual_backbone"])
+  assert sum(int(np.prod(x.shape)) for x in visual) == 33_166_272
+  assert out.prediction.shape == (2, m.num_outputs) and out.embedding.shape == (2, 512)
+  assert out.privileged.shape == (2, 512)
+  student_out = jax.eval_shape(
+      lambda b: models.build_student(m).init_with_output(jax.random.key(0), {"video": b["video"]},
+                                                         train=False)[0], batch)
+  assert student_out.prediction.shape == (2, m.num_outputs) and student_out.embedding.shape == (2, 512)
 
 
 def test_variants_compose_and_unknown_is_refused():
