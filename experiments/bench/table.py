@@ -64,6 +64,12 @@ def build_table(anchor, loss, step, trap) -> list[str]:
                f"{(anchor[0].get('device') if anchor else 'not run')}; date {env.get('date', '?')}")
   if peak:
     lines.append(f"bf16 matmul {peak['n']}^3: {peak['tflops']} TFLOP/s (MFU denominator)")
+  jax_shapes = {(r.get("B"), *(r.get("video") or [None, None])[:2]) for r in step if r.get("what") == "step"
+                and "video" in r}
+  torch_shapes = {(r.get("B"), r.get("T"), r.get("H")) for r in torch_rows if "B" in r}
+  if jax_shapes and torch_shapes and jax_shapes != torch_shapes:
+    lines.append(f"WARNING: shapes differ (jax (B, T, H) {sorted(jax_shapes)}, torch {sorted(torch_shapes)}): "
+                 f"step ratios below are not comparable (a --tiny rehearsal?)")
   lines.append("")
   lines.append(f"{'row':44s} {'ms/step':>9s} {'p10-p90':>15s} {'clips/s':>9s} {'MFU':>6s} {'OT it':>7s}")
   for r in torch_rows:
@@ -82,7 +88,8 @@ def build_table(anchor, loss, step, trap) -> list[str]:
     it = r.get("ot_iterations_median")
     lines.append(f"{name:44s} {r['ms_median']:9.1f} {r['ms_p10']:7.1f}-{r['ms_p90']:<7.1f} "
                  f"{r['clips_per_s']:9.0f} {_fmt(r.get('mfu'), 3):>6s} {_fmt(it, 0):>7s}"
-                 f"   pipelined {r['ms_pipelined']:.1f} ms, peak {_fmt((r.get('peak_bytes') or 0) / 2**30, 2)} GiB")
+                 f"   pipelined {r['ms_pipelined']:.1f} ms, peak "
+                 f"{_fmt(r['peak_bytes'] / 2**30 if r.get('peak_bytes') else None, 2)} GiB")
   lines.append("")
 
   def jax_row(variant, dtype, rows=step):
