@@ -41,6 +41,8 @@ def base_config(model_size: str = "tiny") -> ml_collections.ConfigDict:
   config.model = models.default_config(model_size)
 
   config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = "adam"      # or "sgd" (momentum below)
+  config.optimizer.momentum = 0.9
   config.optimizer.learning_rate = 1e-3
   config.optimizer.schedule = "constant"
   config.optimizer.warmup_steps = 0
@@ -49,7 +51,8 @@ def base_config(model_size: str = "tiny") -> ml_collections.ConfigDict:
 
   config.stages = ml_collections.ConfigDict()
   for stage in ("pretrain_video", "pretrain_privileged", "teacher", "tnet", "student"):
-    config.stages[stage] = ml_collections.ConfigDict({"num_epochs": 5})
+    # optimizer: fields of config.optimizer overridden for this stage only (e.g. a smaller student rate)
+    config.stages[stage] = ml_collections.ConfigDict({"num_epochs": 5, "optimizer": {}})
 
   config.tnet = ml_collections.ConfigDict({"objective": "mse"})
   # Student sub-trees initialised from the trained teacher (names shared by Teacher and Student).

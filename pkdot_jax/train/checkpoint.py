@@ -1,9 +1,9 @@
 """Checkpoints (orbax) and the run's identity (its config) in a workdir.
 
-Layout of a stage's directory:
-  config.json       the config the run was started with; a resume with another config is refused
-  checkpoints/      periodic checkpoints, the latest `max_to_keep` kept (resume point)
-  best/             the best checkpoint on the validation metric (model selection), one kept
+Layout of a stage's directory (config.json, the run's identity, sits in the workdir above):
+  checkpoints/      periodic checkpoints, the latest `max_to_keep` kept (resume points); each also carries the
+                    best-on-validation variables so far
+  best/             written when the stage ends: the variables of the best validation epoch (next stage's input)
 
 Orbax writes each checkpoint into a temporary directory and renames it into place when complete, so a crash
 mid-save leaves the previous checkpoint as the latest usable one (the partial temporary directory is ignored on
@@ -61,7 +61,7 @@ def check_or_write_config(workdir: str, config, drop: tuple[str, ...] = ()) -> N
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
-    a, b = _flatten(saved), _flatten(current)
+    a, b = _flatten(drop_fields(saved, drop)), _flatten(current)
     differing = sorted(k for k in set(a) | set(b)
                        if a.get(k, "<absent>") != b.get(k, "<absent>")
                        and not any(k == f or k.startswith(f + ".") for f in RESUME_IGNORED_FIELDS))
@@ -78,22 +78,17 @@ def check_or_write_config(workdir: str, config, drop: tuple[str, ...] = ()) -> N
 
 
 class Checkpointer:
-  """Periodic checkpoints for resuming plus the best-on-validation one, over orbax CheckpointManager."""
+  """Periodic checkpoints of a stage (orbax CheckpointManager), the latest `max_to_keep` kept.
 
-  def __init__(self, directory: str, *, max_to_keep: int = 2, best_metric: str | None = None,
-               best_mode: str = "max"):
-    directory = os.path.abspath(directory)
+  Each checkpoint holds the trainable state *and* the best-on-validation variables so far with their scores, so
+  the best model survives a crash and a resumed run continues the same model selection.
+  """
+
+  def __init__(self, directory: str, *, max_to_keep: int = 2):
     self.latest = ocp.CheckpointManager(
-        os.path.join(directory, "checkpoints"),
+        os.path.join(os.path.abspath(directory), "checkpoints"),
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                              cleanup_tmp_directories=True))
-    self.best = None
-    if best_metric is not None:
-      self.best_metric = best_metric
-      self.best = ocp.CheckpointManager(
-          os.path.join(directory, "best"),
-          options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True, best_fn=lambda m: m[best_metric],
-                                               best_mode=best_mode, cleanup_tmp_directories=True))
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
@@ -101,33 +96,19 @@ class Checkpointer:
   def save(self, step: int, tree: Any) -> None:
     self.latest.save(step, args=ocp.args.StandardSave(tree))
 
-  def save_if_best(self, step: int, tree: Any, metrics: dict[str, float]) -> None:
-    if self.best is not None:
-      self.best.save(step, args=ocp.args.StandardSave(tree), metrics={self.best_metric: metrics[self.best_metric]})
-
   def restore_latest(self, target: Any) -> Any:
     step = self.latest.latest_step()
     return self.latest.restore(step, args=ocp.args.StandardRestore(_abstract(target)))
 
-  def restore_best(self, target: Any) -> Any:
-    manager = self.best or self.latest
-    step = manager.best_step() if self.best is not None else manager.latest_step()
-    if step is None:
-      raise FileNotFoundError(f"no checkpoint to restore in {manager.directory}")
-    return manager.restore(step, args=ocp.args.StandardRestore(_abstract(target)))
-
-  def best_step(self) -> int | None:
-    return self.best.best_step() if self.best is not None else None
+  def restore_latest_as_saved(self) -> Any:
+    """The latest checkpoint with the shardings it was saved with (inspection, tests)."""
+    return self.latest.restore(self.latest.latest_step())
 
   def wait(self) -> None:
     self.latest.wait_until_finished()
-    if self.best is not None:
-      self.best.wait_until_finished()
 
   def close(self) -> None:
     self.latest.close()
-    if self.best is not None:
-      self.best.close()
 
 
 def _abstract(target: Any) -> Any:

@@ -115,19 +115,23 @@ def _loss_fn(stage: str, config, model, teacher):
   return steps.supervised_loss(model, task, mt_heads=(stage == "teacher" and config.model.multitask))
 
 
-def _graft(params: dict, source: dict, names) -> dict:
-  """Copies the sub-trees `names` of `source` into `params` (same shapes required)."""
-  params = dict(params)
+def _graft_variables(variables: dict, source: dict, names) -> dict:
+  """Copies the sub-trees `names` of `source` ({"params", "batch_stats"}) into `variables`; shapes must match."""
+  out = {collection: dict(tree) for collection, tree in variables.items()}
   for name in names:
-    if name not in source or name not in params:
-      raise ValueError(f"cannot initialise {name!r} from the earlier stage: present in new model "
-                       f"{name in params}, in earlier stage {name in source}")
-    shapes_new = jax.tree.map(jnp.shape, params[name])
-    shapes_old = jax.tree.map(jnp.shape, source[name])
-    if shapes_new != shapes_old:
-      raise ValueError(f"cannot initialise {name!r} from the earlier stage: shapes differ")
-    params[name] = source[name]
-  return params
+    if name not in source.get("params", {}) or name not in out["params"]:
+      raise ValueError(f"cannot initialise {name!r} from the earlier stage: present in the new model: "
+                       f"{name in out['params']}, in the earlier stage: {name in source.get('params', {})}")
+    for collection in ("params", "batch_stats"):
+      if name not in source.get(collection, {}):
+        continue
+      new_shapes = jax.tree.map(jnp.shape, out[collection][name])
+      old_shapes = jax.tree.map(jnp.shape, source[collection][name])
+      if new_shapes != old_shapes:
+        raise ValueError(f"cannot initialise {name!r} from the earlier stage: {collection} shapes differ "
+                         f"({old_shapes} vs {new_shapes})")
+      out[collection][name] = source[collection][name]
+  return out
 
 
 # ------------------------------------------------------------------------------------------------ the stage
@@ -159,7 +163,9 @@ def run_stage(stage: str, config, workdir: str, *, teacher_dir: str | None = Non
   model, teacher = _stage_models(stage, config)
   config_opt = config.copy_and_resolve_references()
   with config_opt.unlocked():
-    config_opt.optimizer.learning_rate = stage_cfg.get("learning_rate", config.optimizer.learning_rate)
+    # Per-stage optimizer overrides, e.g. --config.stages.student.optimizer.learning_rate=1e-4.
+    for key, value in stage_cfg.get("optimizer", {}).items():
+      config_opt.optimizer[key] = value
     config_opt.optimizer.total_steps = total_steps
     if stage == "student" and config.model.student.mode == "tnet_fusion":
       config_opt.optimizer.frozen_modules = ("tnet",)
@@ -173,22 +179,30 @@ def run_stage(stage: str, config, workdir: str, *, teacher_dir: str | None = Non
   if stage == "student" and config.model.student.mode == "tnet_fusion":
     tnet_params = ckpt_lib.load_variables(os.path.join(teacher_dir, "tnet", "best"))["params"]
 
+  # Sub-trees initialised from earlier stages: the teacher's backbones from unimodal pretraining (when those
+  # stages ran), the student's from the teacher (config.student_init_from_teacher) and its fitted T-Net.
+  sources: list[tuple[Any, tuple[str, ...]]] = []
+  if stage == "teacher":
+    for pretrain_stage, name in (("pretrain_video", "visual_backbone"),
+                                 ("pretrain_privileged", "privileged_backbone")):
+      path = os.path.join(teacher_dir, pretrain_stage, "best")
+      if os.path.exists(path):
+        sources.append((ckpt_lib.load_variables(path), (name,)))
+  if stage == "student":
+    sources.append((frozen_teacher, tuple(config.student_init_from_teacher)))
+    if tnet_params is not None:
+      sources.append(({"params": {"tnet": tnet_params}}, ("tnet",)))
+
   example = data.example_batch(config.batch_size)
   states = []
   for m, (seed, weight) in enumerate(zip(members.seeds, members.weights)):
     variables = _init_variables(stage, model, teacher, example, seed)
+    for source, names in sources:
+      variables = _graft_variables(variables, _index(source, m) if members.vmapped else source, names)
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
     frozen = {}
     if frozen_teacher is not None:
-      member_teacher = _index(frozen_teacher, m) if members.vmapped else frozen_teacher
-      frozen = {"teacher": member_teacher}
-      if stage == "student":
-        init_names = tuple(config.student_init_from_teacher)
-        params = _graft(params, member_teacher["params"], init_names)
-        stats_names = [n for n in init_names if n in batch_stats and n in member_teacher.get("batch_stats", {})]
-        batch_stats = _graft(batch_stats, member_teacher.get("batch_stats", {}), stats_names)
-    if tnet_params is not None:
-      params = _graft(params, {"tnet": _index(tnet_params, m) if members.vmapped else tnet_params}, ["tnet"])
+      frozen = {"teacher": _index(frozen_teacher, m) if members.vmapped else frozen_teacher}
     states.append(TrainState.create(params=params, batch_stats=batch_stats, tx=tx, frozen=frozen,
                                     hparams={"distill_weight": weight}))
   state = _stack(states) if members.vmapped else states[0]
@@ -212,8 +226,9 @@ def run_stage(stage: str, config, workdir: str, *, teacher_dir: str | None = Non
 
   checkpointer = ckpt_lib.Checkpointer(stage_dir, max_to_keep=config.checkpoint.max_to_keep)
   select_metric, select_mode = _selection(stage, task, config)
+  # Copies: the live state's buffers are donated to the next step.
   best = {"score": np.full(len(members), -np.inf), "epoch": np.full(len(members), -1, np.int64),
-          "variables": _variables_of(state)}
+          "variables": jax.tree.map(jnp.copy, _variables_of(state))}
   start_step = 0
   if checkpointer.latest_step() is not None:
     restored = checkpointer.restore_latest({"state": state.trainable(), "best": _device_best(best, mesh)})
@@ -263,7 +278,8 @@ def run_stage(stage: str, config, workdir: str, *, teacher_dir: str | None = Non
         break
     # End of epoch: evaluate every member on validation and test, update the best, checkpoint.
     record = {"stage": stage, "epoch": epoch + 1, "step": step, "members": members.names(),
-              "train_loss": np.mean(np.stack(epoch_losses), axis=0).tolist() if epoch_losses else None}
+              "train_loss": np.atleast_1d(np.mean(np.stack(epoch_losses), axis=0)).tolist() if epoch_losses
+              else None}
     variables = _variables_of(state)
     for split in ("val", "test"):
       if len(getattr(data, split)):
@@ -320,7 +336,7 @@ def _variables_of(state: TrainState) -> dict[str, Any]:
 
 def _select_tree(improved: np.ndarray, new: Any, old: Any, vmapped: bool) -> Any:
   if not vmapped:
-    return new if bool(improved[0]) else old
+    return jax.tree.map(jnp.copy, new) if bool(improved[0]) else old
   mask = jnp.asarray(improved)
 
   def pick(n, o):
@@ -467,21 +483,48 @@ def _teacher_cache(teacher, frozen_teacher, data, config, mesh, members) -> Teac
 
 
 # ------------------------------------------------------------------------------------------------ pipeline
+def validate_config(config, stages: tuple[str, ...]) -> None:
+  """Checks what can be checked before any data is read or program compiled; names the field at fault."""
+  from pkdot_jax import losses
+
+  for stage in stages:
+    if stage not in STAGES:
+      raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+  method = config.distill.method
+  if method != "none":
+    spec = losses.spec(method)  # ValueError listing the registered names on a typo
+    if spec.inputs not in ("embeddings", "logits"):
+      raise ValueError(f"config.distill.method={method!r} compares {spec.inputs}, which the trainer does not "
+                       f"expose; choose one of the embedding- or logit-based losses")
+    if spec.inputs == "logits" and config.model.task != "classification":
+      raise ValueError(f"config.distill.method={method!r} compares class logits; it does not apply to the "
+                       f"{config.model.task!r} task")
+  if config.distill.mt_pkdot and not config.model.multitask:
+    raise ValueError("config.distill.mt_pkdot needs a teacher with per-modality heads: set "
+                     "config.model.multitask=True (before training the teacher)")
+  if "student" in stages and method != "none" and config.model.student.mode == "video_only" \
+      and config.distill.mt_pkdot:
+    raise ValueError("MT-PKDOT distils into the T-Net + fusion student, not the video_only one")
+  for name in ("batch_size", "eval_batch_size"):
+    if config[name] < 1:
+      raise ValueError(f"config.{name} must be >= 1, got {config[name]}")
+
+
 def run_pipeline(config, workdir: str, stages: tuple[str, ...] | None = None) -> dict[str, Any]:
   """Runs the stages in order (default: config.pipeline), each skipped if already done.
 
   Teacher-side stages run in `config.teacher_workdir` when set (shared by the runs of a sweep), the student in
   `workdir`.
   """
+  stages = tuple(stages or config.pipeline)
+  validate_config(config, stages)
   teacher_dir = config.get("teacher_workdir") or workdir
   ckpt_lib.check_or_write_config(workdir, config)
   runinfo.write(workdir, config)
   if teacher_dir != workdir:
     ckpt_lib.check_or_write_config(teacher_dir, config, drop=STUDENT_ONLY_FIELDS)
   results = {}
-  for stage in stages or tuple(config.pipeline):
-    if stage not in STAGES:
-      raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+  for stage in stages:
     stage_workdir = teacher_dir if stage in TEACHER_STAGES else workdir
     results[stage] = run_stage(stage, config, stage_workdir, teacher_dir=teacher_dir)
   return results

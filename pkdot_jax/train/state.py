@@ -49,7 +49,7 @@ class TrainState:
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
-  """Adam(W) with an optional cosine schedule and gradient clipping, from `config.optimizer`.
+  """Adam(W) or SGD with momentum, an optional cosine schedule and gradient clipping, from `config.optimizer`.
 
   Sub-trees named in `config.optimizer.frozen_modules` (e.g. the student's fitted T-Net) get zero updates:
   they stay as fitted while the rest trains.
@@ -59,10 +59,14 @@ def make_optimizer(config) -> optax.GradientTransformation:
   if opt.get("schedule", "constant") == "cosine":
     lr = optax.warmup_cosine_decay_schedule(0.0, opt.learning_rate, opt.get("warmup_steps", 0),
                                             max(opt.total_steps, opt.get("warmup_steps", 0) + 1))
-  if opt.get("weight_decay", 0.0):
-    tx = optax.adamw(lr, weight_decay=opt.weight_decay)
+  name = opt.get("name", "adam")
+  if name == "adam":
+    tx = optax.adamw(lr, weight_decay=opt.weight_decay) if opt.get("weight_decay", 0.0) else optax.adam(lr)
+  elif name == "sgd":
+    tx = optax.chain(optax.add_decayed_weights(opt.get("weight_decay", 0.0)),
+                     optax.sgd(lr, momentum=opt.get("momentum", 0.9) or None))
   else:
-    tx = optax.adam(lr)
+    raise ValueError(f"config.optimizer.name must be 'adam' or 'sgd', got {name!r}")
   if opt.get("grad_clip", 0.0):
     tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip), tx)
   frozen_modules = tuple(opt.get("frozen_modules", ()))

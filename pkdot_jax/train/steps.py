@@ -222,7 +222,7 @@ def make_train_step(loss_fn: LossFn, *, check_finite: bool = True) -> Callable:
     rng = jax.random.fold_in(rng, state.step)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, (batch_stats, metrics)), grads = grad_fn(state.params, state, batch, rng)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     if not check_finite:
       return state.apply_gradients(grads, batch_stats), metrics
     # One scalar test (an overflowing norm is as fatal as a NaN) and a conditional, rather than a select over

@@ -1,0 +1,149 @@
+"""End-to-end training on the synthetic data: pipeline, resume exactness, teacher cache, vmapped members,
+bad inputs. Tiny models and a few steps; equalities are what a wrong implementation would break."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from pkdot_jax.train import checkpoint, loop
+from train_helpers import smoke_config
+
+
+def _records(workdir, stage):
+  return [r for r in loop.read_metrics(workdir) if r["stage"] == stage]
+
+
+def _latest(workdir, stage):
+  ck = checkpoint.Checkpointer(os.path.join(workdir, stage))
+  tree = ck.restore_latest_as_saved()
+  ck.close()
+  return jax.tree.map(np.asarray, tree)
+
+
+def _assert_trees_close(a, b, rtol):
+  """|a - b| <= rtol |b| over the whole tree (Euclidean norm), and no leaf off by more than 1000 rtol of its own
+  norm (+1e-5): small leaves with a near-zero gradient (attention biases) carry mostly rounding, which a
+  per-leaf rtol would flag although nothing is wrong; a mis-wired leaf is off by O(1)."""
+  paths = jax.tree_util.tree_flatten_with_path(a)[0]
+  leaves_b = jax.tree.leaves(b)
+  assert len(paths) == len(leaves_b)
+  total_error = total_scale = 0.0
+  for (path, x), y in zip(paths, leaves_b):
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    assert x.shape == y.shape, jax.tree_util.keystr(path)
+    error, scale = np.linalg.norm(x - y), np.linalg.norm(y)
+    total_error, total_scale = total_error + error ** 2, total_scale + scale ** 2
+    assert error <= 1000 * rtol * scale + 1e-5, f"{jax.tree_util.keystr(path)}: |a-b| = {error:.3g}, |b| = {scale:.3g}"
+  assert np.sqrt(total_error) <= rtol * np.sqrt(total_scale), (np.sqrt(total_error), np.sqrt(total_scale))
+
+
+def test_pipeline_end_to_end(trained_pipeline):
+  config, workdir, results = trained_pipeline
+  assert set(results) == {"teacher", "tnet", "student"}
+  teacher = _records(workdir, "teacher")
+  assert [r["epoch"] for r in teacher] == [1, 2]
+  assert teacher[1]["train_loss"][0] < teacher[0]["train_loss"][0]  # the teacher learns
+  assert "tnet_mse" in _records(workdir, "tnet")[0]["val"][0]
+  student = results["student"]["members"][0]
+  test = student["test"]
+  data = __import__("pkdot_jax.train.input", fromlist=["load"]).load(config)
+  # Every test example scored exactly once (the authors' drop_last loader lost the tail).
+  assert np.sum(test["confusion_matrix"]) == len(data.test) == test["num_examples"]
+  assert 0.0 <= test["accuracy"] <= 1.0
+  info = json.load(open(os.path.join(workdir, "run_info.json")))
+  assert info[0]["hardware"]["platform"] == "cpu" and info[0]["versions"]["jax"]
+
+  # Re-running the same command resumes: finished stages are skipped, nothing is retrained.
+  lines = open(os.path.join(workdir, "metrics.jsonl")).read()
+  again = loop.run_pipeline(config, workdir)
+  assert again == results
+  assert open(os.path.join(workdir, "metrics.jsonl")).read() == lines
+
+
+def test_resume_is_exact(data_dir, tmp_path):
+  """Killed mid-epoch after step 4 (checkpoint every step) and resumed == uninterrupted, data order and RNG
+  included."""
+  config = smoke_config(data_dir, **{"checkpoint.every_steps": 1})
+  full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
+  loop.run_pipeline(config, full, ("teacher",))
+  loop.validate_config(config, ("teacher",))
+  checkpoint.check_or_write_config(resumed, config)
+  stopped = loop.run_stage("teacher", config, resumed, stop_after_steps=4)
+  assert stopped == {"stopped_at": 4}
+  loop.run_pipeline(config, resumed, ("teacher",))
+  a, b = _latest(full, "teacher"), _latest(resumed, "teacher")
+  assert int(a["state"]["step"]) == int(b["state"]["step"]) == 6
+  _assert_trees_close(a["state"], b["state"], 1e-6)
+  assert [r["val"] for r in _records(full, "teacher")] == [r["val"] for r in _records(resumed, "teacher")]
+
+
+# Adam divides by sqrt(v): for parameters whose true gradient is zero (attention key biases: softmax ignores
+# them) it turns float rounding noise into lr-sized steps, so two programs that differ only in rounding drift
+# apart. The equality tests therefore train with SGD, where noise stays noise-sized.
+def test_teacher_cache_gives_identical_student(trained_pipeline, tmp_path):
+  config, teacher_dir, _ = trained_pipeline
+  finals = []
+  for cache in (False, True):
+    student_config = config.copy_and_resolve_references()
+    student_config.stages.student.optimizer = {"name": "sgd"}
+    student_config.cache_teacher = cache
+    student_config.teacher_workdir = teacher_dir
+    workdir = str(tmp_path / f"cache_{cache}")
+    loop.run_pipeline(student_config, workdir, ("student",))
+    finals.append(_latest(workdir, "student")["state"])
+  # Same inputs, same arithmetic; only XLA's rounding differs between the cached and in-step teacher forward.
+  _assert_trees_close(finals[0], finals[1], 1e-5)
+
+
+def test_vmapped_seeds_equal_separate_runs(data_dir, tmp_path):
+  # One step (the whole training split in one batch): several steps of a tiny BatchNorm net amplify the
+  # rounding differences of the batched (grouped) convolutions past 1e-5 without anything being wrong.
+  sgd = {"stages.teacher.num_epochs": 1, "optimizer.name": "sgd", "optimizer.learning_rate": 0.01,
+         "batch_size": 48}
+  together = smoke_config(data_dir, seeds=(0, 1), **sgd)
+  loop.run_pipeline(together, str(tmp_path / "both"), ("teacher",))
+  both = _latest(str(tmp_path / "both"), "teacher")["state"]
+  for m, seed in enumerate((0, 1)):
+    alone_dir = str(tmp_path / f"seed{seed}")
+    loop.run_pipeline(smoke_config(data_dir, seeds=(seed,), **sgd), alone_dir, ("teacher",))
+    alone = _latest(alone_dir, "teacher")["state"]
+    _assert_trees_close(jax.tree.map(lambda x: x[m], both["params"]), alone["params"], 1e-5)
+
+
+def test_other_config_in_workdir_is_refused(data_dir, tmp_path):
+  config = smoke_config(data_dir)
+  checkpoint.check_or_write_config(str(tmp_path), config)
+  changed = smoke_config(data_dir, **{"optimizer.learning_rate": 0.5})
+  with pytest.raises(ValueError, match=r"optimizer\.learning_rate: saved 0\.003, now 0\.5"):
+    loop.run_pipeline(changed, str(tmp_path))
+
+
+def test_bad_configs_are_named(data_dir, tmp_path):
+  with pytest.raises(ValueError, match="pkt"):  # the valid names are listed
+    loop.run_pipeline(smoke_config(data_dir, **{"distill.method": "pktt"}), str(tmp_path / "a"))
+  with pytest.raises(ValueError, match="unknown stage 'teachr'"):
+    loop.run_pipeline(smoke_config(data_dir), str(tmp_path / "b"), ("teachr",))
+  regression = smoke_config(data_dir, **{"distill.method": "hinton_kd"})
+  regression.model.task = "regression"
+  with pytest.raises(ValueError, match="logits.*regression"):
+    loop.run_pipeline(regression, str(tmp_path / "c"))
+  with pytest.raises(ValueError, match="not divisible by the 8 devices"):
+    loop.run_pipeline(smoke_config(data_dir, num_devices=8, batch_size=12), str(tmp_path / "d"), ("teacher",))
+  with pytest.raises(ValueError, match="multitask"):
+    loop.run_pipeline(smoke_config(data_dir, **{"distill.mt_pkdot": True}), str(tmp_path / "e"))
+
+
+def test_non_finite_loss_stops_with_last_good_checkpoint(data_dir, tmp_path):
+  config = smoke_config(data_dir, **{"optimizer.learning_rate": 1e30, "checkpoint.every_steps": 1,
+                                     "log_every": 1})
+  workdir = str(tmp_path)
+  with pytest.raises(loop.NonFiniteLossError, match=r"teacher: non-finite loss at step \d+ \(terms: .*loss") as e:
+    loop.run_pipeline(config, workdir, ("teacher",))
+  bad_step = int(str(e.value).split("at step ")[1].split(" ")[0])
+  saved = sorted(int(d) for d in os.listdir(os.path.join(workdir, "teacher", "checkpoints")) if d.isdigit())
+  assert saved and max(saved) < bad_step  # no checkpoint written from the bad step on
+  assert f"step {max(saved)}" in str(e.value)
+  assert not os.path.exists(os.path.join(workdir, "teacher", "result.json"))
