@@ -72,7 +72,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
       node = node[key]
     if leaf not in node and not (isinstance(node, ml_collections.ConfigDict) and parents[-1:] == ["kwargs"]):
       raise ValueError(f"override {path!r}: config has no field {leaf!r}")
-    node[leaf] = ml_collections.ConfigDict(value) if isinstance(value, dict) else _freeze(value)
+    value = ml_collections.ConfigDict(value) if isinstance(value, dict) else _freeze(value)
+    if leaf in node and isinstance(value, tuple) and not isinstance(node[leaf], tuple):
+      del node[leaf]  # a scalar field given a list of values (distill.weight: one member per value)
+    node[leaf] = value
   return config
 
 
@@ -128,6 +131,11 @@ def run_one(config: ml_collections.ConfigDict, run_dir: str, teachers_root: str)
   key = teacher_key(config)
   with config.unlocked():
     config.teacher_workdir = os.path.join(teachers_root, key)
+  last_stage = tuple(config.pipeline)[-1]
+  done = os.path.join(config.teacher_workdir if last_stage in loop.TEACHER_STAGES else run_dir, last_stage,
+                      "result.json")
+  if os.path.exists(done):  # finished: not started again
+    return {}
   return loop.run_pipeline(config, run_dir)
 
 
@@ -144,9 +152,9 @@ def run_sweep(sweep: dict[str, Any], root: str, shard: str = "0/1",
   for name, overrides in runs:
     config = apply_overrides(base, overrides)
     t0 = time.time()
-    run_one(config, os.path.join(root, "runs", name), os.path.join(root, "teachers"))
+    ran = run_one(config, os.path.join(root, "runs", name), os.path.join(root, "teachers"))
     done.append(name)
-    print(f"[sweep] {name}: done ({time.time() - t0:.1f} s)", flush=True)
+    print(f"[sweep] {name}: {'done' if ran else 'already finished'} ({time.time() - t0:.1f} s)", flush=True)
     if after_run is not None:
       after_run(name)
   return done

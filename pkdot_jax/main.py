@@ -35,7 +35,8 @@ flags.DEFINE_list("stages", None, "Stages to run (default: config.pipeline). One
                   "pretrain_privileged, teacher, tnet, student.")
 flags.DEFINE_string("sweep", None, "Sweep file (a get_sweep() module) for `pkdot sweep`.")
 flags.DEFINE_string("shard", "0/1", "This process's share of a sweep grid, i/n.")
-flags.DEFINE_bool("quick", False, "demo: the under-a-minute smoke version.")
+flags.DEFINE_bool("quick", False, "demo: the small smoke version (fewer subjects, epochs, folds, seeds).")
+flags.DEFINE_list("methods", None, "demo: a subset of the methods (video_only is always needed).")
 flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
 flags.DEFINE_integer("process_id", None, "Multi-host: this process's id.")
@@ -46,6 +47,8 @@ def _usage() -> str:
 
 
 def main(argv: list[str]) -> None:
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save and restore at INFO
   positional = argv[1:]
   command = positional[0] if positional else "train"
   if command not in COMMANDS:
@@ -63,7 +66,8 @@ def main(argv: list[str]) -> None:
     print(report.stage_table(results))
   elif command == "demo":
     from experiments import demo
-    demo.main(workdir=FLAGS.workdir or "runs/demo", quick=FLAGS.quick)
+    kwargs = {"methods": tuple(FLAGS.methods)} if FLAGS.methods else {}
+    demo.main(workdir=FLAGS.workdir or "runs/demo", quick=FLAGS.quick, **kwargs)
   elif command == "sweep":
     if FLAGS.sweep is None or FLAGS.workdir is None:
       raise app.UsageError("sweep needs --sweep and --workdir")

@@ -1,0 +1,101 @@
+"""Sweeps (grid, shards, interruption and resume, aggregation) and the demo, end to end on tiny data."""
+
+import json
+import os
+
+import pytest
+
+from experiments import demo, report, sweep
+from pkdot_jax.train import loop
+
+SMOKE = os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "configs", "synthetic.py") + ":smoke"
+
+
+def test_shards_partition_the_grid():
+  grid = {"config": SMOKE, "grid": {"distill.kwargs.k": [2, 4, 8], "data.fold": [0, 1], "method": ["pkdot"]}}
+  runs = [name for name, _ in sweep.expand(grid)]
+  assert len(runs) == len(set(runs)) == 6
+  shards = [[name for name, _ in sweep.shard_runs(sweep.expand(grid), f"{i}/4")] for i in range(4)]
+  assert sorted(sum(shards, [])) == sorted(runs)  # every run in exactly one shard
+  assert all(len(s) in (1, 2) for s in shards)
+  for bad in ("4/4", "1", "a/b"):
+    with pytest.raises(ValueError, match="shard"):
+      sweep.parse_shard(bad)
+
+
+def test_overrides_are_checked():
+  config = sweep.load_config(SMOKE)
+  with pytest.raises(ValueError, match="no field 'nope'"):
+    sweep.apply_overrides(config, {"distill.nope": 1})
+  with pytest.raises(ValueError, match="unknown method"):
+    sweep.apply_overrides(config, {"method": "pkdott"})
+  changed = sweep.apply_overrides(config, {"method": "pkt", "distill.weight": [0.2, 0.6]})
+  assert changed.distill.method == "pkt" and changed.distill.weight == (0.2, 0.6)
+  assert config.distill.method == "pkdot"  # the base config is untouched
+
+
+def test_sweep_interrupted_and_resumed(tmp_path):
+  """Four tiny runs (two folds x two T-Net objectives sharing teachers); the sweep is killed after the second
+  run finishes, then re-run: finished runs are not started again, the table is complete."""
+  data_dir = str(tmp_path / "tfds")
+  spec = {"config": SMOKE, "base": {"data.data_dir": data_dir, "num_devices": 1},
+          "grid": {"data.fold": [0, 1], "distill.weight": [0.3, 0.6]}}
+  root = str(tmp_path / "sweep")
+
+  class Interrupted(Exception):
+    pass
+
+  def stop_after_two(name, done=[]):  # noqa: B006 - the list counts calls
+    done.append(name)
+    if len(done) == 2:
+      raise Interrupted
+
+  with pytest.raises(Interrupted):
+    sweep.run_sweep(spec, root, after_run=stop_after_two)
+  finished_first = sorted(os.listdir(os.path.join(root, "runs")))
+  assert len(finished_first) == 2
+  assert len(os.listdir(os.path.join(root, "teachers"))) == 1  # fold 0's teacher, shared by both weights
+
+  names = sweep.run_sweep(spec, root)
+  assert len(names) == 4
+  for name in finished_first:  # done once: no second start recorded
+    assert len(json.load(open(os.path.join(root, "runs", name, "run_info.json")))) == 1
+  for name in names:
+    student = [r for r in loop.read_metrics(os.path.join(root, "runs", name)) if r["stage"] == "student"]
+    assert [r["epoch"] for r in student] == [1]
+  assert len(os.listdir(os.path.join(root, "teachers"))) == 2  # one per fold
+
+  text = report.main(root)
+  rows = report.collect(root)
+  assert len(rows) == 4 and {r["distill.weight"] for r in rows} == {"0.3", "0.6"}
+  assert "| 0.3 |" in text and "| 0.6 |" in text and "hardware: cpu" in text
+  assert os.path.exists(os.path.join(root, "summary.csv")) and os.path.exists(os.path.join(root, "summary.png"))
+
+
+def test_demo_quick_end_to_end(tmp_path, monkeypatch):
+  """The demo's whole path (teachers, T-Nets, students, paired comparison, plots) on its quick setting, with
+  two of its methods to fit the CI budget; `pkdot demo --quick` runs all of them the same way."""
+  monkeypatch.setattr(demo, "CONFIG", "experiments/configs/synthetic.py")
+  original = demo.demo_sweep
+
+  def small_sweep(quick, methods):
+    spec = original(quick, methods)
+    spec["base"]["data.data_dir"] = str(tmp_path / "tfds")
+    spec["base"]["num_devices"] = 1
+    spec["base"]["stages.teacher.num_epochs"] = 1
+    spec["base"]["stages.tnet.num_epochs"] = 1
+    spec["base"]["stages.student.num_epochs"] = 1
+    return spec
+
+  monkeypatch.setattr(demo, "demo_sweep", small_sweep)
+  workdir = str(tmp_path / "demo")
+  text = demo.main(workdir, quick=True, methods=("video_only", "pkdot"))
+  out = os.path.join(workdir, "report")
+  for name in ("report.md", "results.csv", "methods.png", "learning_curves.png", "similarity.png"):
+    assert os.path.exists(os.path.join(out, name)), name
+  summary = json.load(open(os.path.join(out, "summary.json")))
+  methods = {row["method"]: row for row in summary["table"]}
+  assert set(methods) == {"teacher (video + physio)", "video_only", "pkdot"}
+  assert methods["pkdot"]["n"] == 4  # 2 folds x 2 seeds
+  assert "diff" in methods["pkdot"] and methods["video_only"]["diff"] == 0.0
+  assert "| pkdot |" in text
