@@ -117,7 +117,7 @@ def test_other_config_in_workdir_is_refused(data_dir, tmp_path):
   config = smoke_config(data_dir)
   checkpoint.check_or_write_config(str(tmp_path), config)
   changed = smoke_config(data_dir, **{"optimizer.learning_rate": 0.5})
-  with pytest.raises(ValueError, match=r"optimizer\.learning_rate: saved 0\.003, now 0\.5"):
+  with pytest.raises(ValueError, match=r"optimizer\.learning_rate: saved 0\.001, now 0\.5"):
     loop.run_pipeline(changed, str(tmp_path))
 
 

@@ -1,0 +1,92 @@
+"""The train step itself: eight devices == one device, the non-finite guard, checkpoints surviving a crash."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from pkdot_jax import models
+from pkdot_jax.train import checkpoint, parallel, steps
+from pkdot_jax.train.state import TrainState
+
+
+def _student_setup(batch_size=16):
+  cfg = models.default_config("tiny")
+  cfg.input_shapes.video = (4, 16, 16, 3)
+  cfg.input_shapes.physio = (512, 2)
+  batch = models.dummy_batch(cfg, batch_size)
+  batch["label"] = (jnp.arange(batch_size) % 2).astype(jnp.int32)
+  teacher, student = models.build_teacher(cfg), models.build_student(cfg)
+  teacher_vars = models.init_variables(teacher, batch, seed=1)
+  student_vars = models.init_variables(student, {"video": batch["video"]}, seed=2)
+  loss_fn = steps.student_loss(student, teacher, "classification",
+                               {"method": "pkdot", "kwargs": {"k": 4, "epsilon": 0.05}})
+  state = TrainState.create(params=student_vars["params"], batch_stats=student_vars["batch_stats"],
+                            # SGD: Adam would turn the rounding noise of zero-gradient leaves (attention
+                            # key biases) into lr-sized steps (see test_pipeline.py).
+                            tx=optax.sgd(0.05), frozen={"teacher": teacher_vars},
+                            hparams={"distill_weight": 0.6})
+  return state, jax.tree.map(np.asarray, batch), loss_fn
+
+
+def test_one_student_step_on_eight_devices_equals_one_device():
+  """Global-batch semantics: BatchNorm statistics, the B x B PKDOT matrices and the gradient mean are over the
+  whole batch whether it lives on one device or is split over eight."""
+  state, batch, loss_fn = _student_setup()
+  results = {}
+  for num_devices in (1, 8):
+    mesh = parallel.make_mesh(num_devices)
+    step = steps.jit_step(steps.make_train_step(loss_fn), mesh)
+    placed = parallel.replicate(jax.tree.map(jnp.copy, state), mesh)
+    global_batch = parallel.global_batch(batch, mesh)
+    assert len(global_batch["video"].sharding.device_set) == num_devices
+    new_state, metrics = step(placed, global_batch, jax.random.key_data(jax.random.key(0)))
+    assert float(metrics["finite"]) == 1.0 and float(metrics["ot_converged"]) == 1.0
+    results[num_devices] = (jax.tree.map(np.asarray, new_state.params), float(metrics["loss"]))
+  assert results[8][1] == pytest.approx(results[1][1], rel=1e-5)
+  for a, b in zip(jax.tree.leaves(results[8][0]), jax.tree.leaves(results[1][0])):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_non_finite_step_leaves_state_unchanged():
+  def loss_fn(params, state, batch, rng):
+    loss = jnp.sum(params["w"] * batch["x"])
+    return loss, (state.batch_stats, {"task_loss": loss})
+
+  state = TrainState.create(params={"w": jnp.ones(3)}, batch_stats={}, tx=optax.sgd(0.1))
+  step = jax.jit(steps.make_train_step(loss_fn))
+  good, metrics = step(state, {"x": jnp.ones(3)}, jax.random.key_data(jax.random.key(0)))
+  assert float(metrics["finite"]) == 1.0 and int(good.step) == 1
+  np.testing.assert_allclose(good.params["w"], 0.9)
+  bad, metrics = step(good, {"x": jnp.array([1.0, jnp.nan, 1.0])}, jax.random.key_data(jax.random.key(0)))
+  assert float(metrics["finite"]) == 0.0
+  assert int(bad.step) == 1
+  np.testing.assert_allclose(bad.params["w"], 0.9)  # the NaN never reached the parameters
+
+
+def test_crash_mid_save_leaves_previous_checkpoint_usable(tmp_path):
+  """A save interrupted before orbax's final rename leaves only a temporary directory, which restore ignores."""
+  ck = checkpoint.Checkpointer(str(tmp_path))
+  ck.save(3, {"w": jnp.arange(4.0)})
+  ck.wait()
+  ck.close()
+  # What a process killed while writing step 6 leaves behind: orbax's temporary directory, never renamed.
+  partial = tmp_path / "checkpoints" / "6.orbax-checkpoint-tmp-1234"
+  partial.mkdir()
+  (partial / "default").mkdir()
+  (partial / "default" / "_METADATA").write_text("{truncated")
+  ck = checkpoint.Checkpointer(str(tmp_path))
+  assert ck.latest_step() == 3
+  restored = ck.restore_latest({"w": jnp.zeros(4)})
+  np.testing.assert_array_equal(restored["w"], np.arange(4.0))
+  ck.close()
+
+
+def test_distillation_term_names_mismatched_sizes():
+  out = models.ModelOutput(prediction=jnp.zeros((4, 2)), embedding=jnp.zeros((4, 8)), visual=jnp.zeros((4, 8)),
+                           privileged=None, aux={})
+  with pytest.raises(ValueError, match=r"same size.*\(4, 8\).*\(4, 16\)"):
+    steps.distillation_term("fitnets", {}, out, jnp.zeros((4, 16)), jnp.zeros((4, 2)), {}, "classification")
