@@ -35,6 +35,7 @@ def get_config(arg: str = ""):
     # The demo's students all start from the teacher's visual backbone; the multitask teacher serves MT-PKDOT
     # and every other method alike (its joint head is the plain teacher's head).
     config.model.multitask = True
+    config.cache_teacher = True  # deterministic inputs: teacher outputs once per run, not in every step
     config.data.num_folds = 3
     config.progress = False
     if arg == "demo_quick":

@@ -231,7 +231,7 @@ def run_stage(stage: str, config, workdir: str, *, teacher_dir: str | None = Non
           "variables": jax.tree.map(jnp.copy, _variables_of(state))}
   start_step = 0
   if checkpointer.latest_step() is not None:
-    restored = checkpointer.restore_latest({"state": state.trainable(), "best": _device_best(best, mesh)})
+    restored = checkpointer.restore_latest({"state": state.trainable(), "best": _device_best(best)})
     state = state.with_trainable(restored["state"])
     best = {"score": np.asarray(restored["best"]["score"]), "epoch": np.asarray(restored["best"]["epoch"]),
             "variables": restored["best"]["variables"]}
@@ -268,9 +268,9 @@ def run_stage(stage: str, config, workdir: str, *, teacher_dir: str | None = Non
         progress.update(len(window))
         window = []
       if step % every == 0 and step % steps_per_epoch != 0:
-        checkpointer.save(step, {"state": state.trainable(), "best": _device_best(best, mesh)})
+        checkpointer.save(step, {"state": state.trainable(), "best": _device_best(best)})
       if stop_after_steps is not None and step >= stop_after_steps:
-        checkpointer.save(step, {"state": state.trainable(), "best": _device_best(best, mesh)})
+        checkpointer.save(step, {"state": state.trainable(), "best": _device_best(best)})
         checkpointer.wait()
         progress.close()
         return {"stopped_at": step}
@@ -291,17 +291,13 @@ def run_stage(stage: str, config, workdir: str, *, teacher_dir: str | None = Non
     best["variables"] = _select_tree(improved, variables, best["variables"], members.vmapped)
     record["best_epoch"] = best["epoch"].tolist()
     _append_jsonl(log_path, record)
-    checkpointer.save(step, {"state": state.trainable(), "best": _device_best(best, mesh)})
+    checkpointer.save(step, {"state": state.trainable(), "best": _device_best(best)})
   progress.close()
   checkpointer.wait()
 
   # The stage's output: the best variables (or last ones when there is no validation split).
   os.makedirs(stage_dir, exist_ok=True)
   final_vars = best["variables"] if np.all(best["epoch"] > 0) else _variables_of(state)
-  if stage == "tnet":
-    final_vars = {"params": state.params}
-    if np.all(best["epoch"] > 0):
-      final_vars = {"params": best["variables"]["params"]}
   ckpt_lib.save_variables(os.path.join(stage_dir, "best"), parallel.to_host(final_vars))
   result = _stage_result(stage, log_path, best, members, time.time() - t_stage, select_metric)
   checkpointer.close()
@@ -345,7 +341,7 @@ def _select_tree(improved: np.ndarray, new: Any, old: Any, vmapped: bool) -> Any
   return jax.tree.map(pick, new, old)
 
 
-def _device_best(best, mesh) -> dict[str, Any]:
+def _device_best(best) -> dict[str, Any]:
   return {"score": jnp.asarray(best["score"]), "epoch": jnp.asarray(best["epoch"]),
           "variables": best["variables"]}
 
