@@ -1,7 +1,8 @@
 """The training loop: one function runs a stage (teacher, T-Net, student, unimodal pretraining) in a workdir.
 
 Several *members* (seeds, or distillation weights) of one config train side by side in one compiled program
-with `jax.vmap`: every array of the state gets a leading member axis, every member reads its own data order.
+(`steps.over_members`: vmap on accelerators, the single-member program per member on CPUs): every array of the state gets a leading member
+axis, every member reads its own data order.
 With one member nothing is vmapped. Runs are resumable: re-running the same command restores the latest
 checkpoint, skips the batches already consumed in the current epoch (data order is a function of seed and epoch,
 step keys of seed and step), and continues to the same final parameters as an uninterrupted run.
@@ -357,7 +358,7 @@ def _make_eval(stage: str, model, teacher, vmapped: bool) -> Callable:
     def fn(variables, frozen, batch):
       del frozen
       return steps.eval_outputs(model.apply(variables, batch, train=False))
-  return jax.jit(jax.vmap(fn, in_axes=(0, 0, None)) if vmapped else fn)
+  return steps.over_members(fn, (0, 0, None)) if vmapped else jax.jit(fn)
 
 
 def _evaluate(eval_fn, variables, frozen, data, split, config, mesh, members) -> list[dict[str, Any]]:
