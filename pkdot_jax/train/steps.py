@@ -28,10 +28,6 @@ from pkdot_jax.train.state import TrainState
 
 LossFn = Callable[..., tuple[jax.Array, tuple[Any, dict[str, jax.Array]]]]
 
-# Teacher outputs that the cache stores and the student step reads back from the batch.
-CACHE_FIELDS = ("teacher_embedding", "teacher_prediction")
-MT_HEADS = ("visual", "privileged", "joint")
-
 
 # ----------------------------------------------------------------------------------------------- task losses
 def _masked_mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
@@ -170,7 +166,7 @@ def student_loss(student, teacher, task: str, distill: dict[str, Any]) -> LossFn
 
   `distill` = {"method": registered name or "none", "kwargs": dict, "task_weight": float, "mt_pkdot": bool}.
   The teacher comes either from `state.frozen["teacher"]` (forward inside the step) or from cached fields of the
-  batch (`teacher_embedding`, `teacher_prediction`; see `CACHE_FIELDS`).
+  batch (`teacher_embedding`, `teacher_prediction`, filled by the trainer's teacher cache).
   """
   method = distill.get("method", "none")
   kwargs = dict(distill.get("kwargs", {}))
