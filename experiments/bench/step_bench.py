@@ -34,7 +34,6 @@ import argparse
 import collections
 import json
 import os
-import platform
 import re
 import statistics
 import sys
@@ -48,7 +47,7 @@ import numpy as np
 
 from experiments.bench import flops as flops_lib
 from pkdot_jax import models
-from pkdot_jax.train import parallel, steps
+from pkdot_jax.train import parallel, runinfo, steps
 from pkdot_jax.train.state import TrainState, make_optimizer
 
 VARIANTS = ("teacher", "cached", "none")
@@ -405,15 +404,6 @@ def hlo_report(bench: Bench, variant: str, save_dir: str | None = None) -> dict[
 
 
 # ------------------------------------------------------------------------------------------------- main
-def _cpu_name() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor()
 
 
 def main(argv=None) -> list[dict[str, Any]]:
@@ -448,7 +438,7 @@ def main(argv=None) -> list[dict[str, Any]]:
 
   device = jax.devices()[0]
   emit({"what": "env", "device": f"{device.platform}:{device.device_kind}", "jax": jax.__version__,
-        "backend": jax.default_backend(), "cpu": _cpu_name(), "cores": os.cpu_count(),
+        "backend": jax.default_backend(), "cpu": runinfo.cpu_name(), "cores": os.cpu_count(),
         "python": sys.version.split()[0], "date": time.strftime("%Y-%m-%d"),
         # How this JAX treats arrays closed over by a jitted function (embedded constants vs hoisted arguments).
         "jax_constants": {k: jax.config.values.get(k) for k in (

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import time
 
@@ -20,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pkdot_jax import models
+from pkdot_jax.train import runinfo
 
 
 def _random_variables(model, *args, **kwargs):
@@ -48,20 +48,11 @@ def _time(fn, *args, reps):
   return float(np.median(times))
 
 
-def _cpu_name():
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor()
 
 
 def main(argv):
   device = jax.devices()[0]
-  info = dict(device=str(device.device_kind), cpu=_cpu_name(), cores=os.cpu_count(), jax=jax.__version__)
+  info = dict(device=str(device.device_kind), cpu=runinfo.cpu_name(), cores=os.cpu_count(), jax=jax.__version__)
   if "--tiny" not in argv:
     for dtype in (jnp.float32, jnp.bfloat16):
       model = models.R3D18(dtype=dtype)

@@ -39,11 +39,23 @@ def versions() -> dict[str, str | None]:
   return out
 
 
+def cpu_name() -> str:
+  """The host CPU's model name (Linux /proc/cpuinfo), else platform.processor()."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor()
+
+
 def hardware() -> dict[str, object]:
   devices = jax.devices()
   return {"platform": devices[0].platform, "device_kind": devices[0].device_kind,
           "num_devices": len(devices), "num_processes": jax.process_count(),
-          "host": platform.node(), "cpu_count": os.cpu_count(), "processor": platform.processor() or None}
+          "host": platform.node(), "cpu_count": os.cpu_count(), "processor": cpu_name() or None}
 
 
 def collect(config=None) -> dict[str, object]:
