@@ -48,8 +48,6 @@ def _time(fn, *args, reps):
   return float(np.median(times))
 
 
-
-
 def main(argv):
   device = jax.devices()[0]
   info = dict(device=str(device.device_kind), cpu=runinfo.cpu_name(), cores=os.cpu_count(), jax=jax.__version__)
