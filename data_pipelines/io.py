@@ -66,6 +66,22 @@ def check_finite(values: np.ndarray, path, what: str, log_: BadInputLog) -> bool
   return True
 
 
+class InMemorySource:
+  """A random-access source whose records are all decoded once and kept in memory (for small datasets, where
+  decoding every record again in every epoch and every run costs more than the training)."""
+
+  def __init__(self, source):
+    self.dataset_info = getattr(source, "dataset_info", None)
+    self.split = getattr(source, "split", "train")
+    self._records = [source[i] for i in range(len(source))]
+
+  def __len__(self) -> int:
+    return len(self._records)
+
+  def __getitem__(self, i: int) -> dict:
+    return self._records[i]
+
+
 def example_subjects(source, split: str | None = None) -> np.ndarray:
   """(N,) subject ids of a data source, in record order, for `folds.subject_folds`.
 

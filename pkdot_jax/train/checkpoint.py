@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
 # Fields that may change between a run and its resume without changing what the run computes.
-RESUME_IGNORED_FIELDS = ("log_every", "progress", "checkpoint.keep", "eval_only", "workdir")
+RESUME_IGNORED_FIELDS = ("log_every", "progress", "checkpoint.keep", "eval_only", "workdir",
+                         "distill.branches")  # which other losses share the compiled program
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -82,19 +84,28 @@ class Checkpointer:
 
   Each checkpoint holds the trainable state *and* the best-on-validation variables so far with their scores, so
   the best model survives a crash and a resumed run continues the same model selection.
+
+  `min_interval_secs`: `save` skips a checkpoint taken sooner than this after the previous one (`force=True`
+  always saves). A run of a few seconds then writes none and, if interrupted, simply starts again; a long run
+  loses at most that much work.
   """
 
-  def __init__(self, directory: str, *, max_to_keep: int = 2):
+  def __init__(self, directory: str, *, max_to_keep: int = 2, min_interval_secs: float = 0.0):
     self.latest = ocp.CheckpointManager(
         os.path.join(os.path.abspath(directory), "checkpoints"),
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                              cleanup_tmp_directories=True))
+    self.min_interval_secs = float(min_interval_secs)
+    self._last_save = time.monotonic()
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
 
-  def save(self, step: int, tree: Any) -> None:
+  def save(self, step: int, tree: Any, *, force: bool = False) -> None:
+    if not force and time.monotonic() - self._last_save < self.min_interval_secs:
+      return
     self.latest.save(step, args=ocp.args.StandardSave(tree))
+    self._last_save = time.monotonic()
 
   def restore_latest(self, target: Any) -> Any:
     step = self.latest.latest_step()

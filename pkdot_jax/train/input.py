@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import os
 from typing import Any, Iterator
 
@@ -111,7 +112,29 @@ def _manual_dir(dcfg, instructions: str) -> str:
   return os.path.expanduser(manual_dir)
 
 
+_IN_MEMORY: dict[str, dict[str, Any]] = {}
+
+
 def _sources(dcfg, data_dir: str) -> dict[str, Any]:
+  """The dataset's data sources by split name. With `config.data.in_memory`, records are decoded once per
+  process and kept in memory (small datasets: the synthetic demo)."""
+  if not dcfg.get("in_memory", False):
+    return _disk_sources(dcfg, data_dir)
+  key = json.dumps([data_dir, _record_fields(dcfg)], sort_keys=True, default=str)
+  if key not in _IN_MEMORY:
+    _IN_MEMORY[key] = {split: io_lib.InMemorySource(source)
+                       for split, source in _disk_sources(dcfg, data_dir).items()}
+  return _IN_MEMORY[key]
+
+
+def _record_fields(dcfg) -> dict[str, Any]:
+  """The fields of `config.data` that name the stored records (not the fold or the loader settings)."""
+  keep = ("name", "config_name", "data_dir", "manual_dir", "dataset_seed", "overrides")
+  tree = json.loads(dcfg.to_json_best_effort())
+  return {k: tree.get(k) for k in keep}
+
+
+def _disk_sources(dcfg, data_dir: str) -> dict[str, Any]:
   """The dataset's data sources by split name; `config.data.overrides` are builder-config fields."""
   overrides = dict(dcfg.get("overrides", {}))
   if dcfg.name == "pkdot_synthetic":

@@ -3,7 +3,9 @@
 Several *members* (seeds, or distillation weights) of one config train side by side in one compiled program
 (`steps.over_members`: vmap on accelerators, the single-member program per member on CPUs): every array of the state gets a leading member
 axis, every member reads its own data order.
-With one member nothing is vmapped. Runs are resumable: re-running the same command restores the latest
+With one member nothing is vmapped. Compiled programs are kept per process and keyed by what shapes them (stage,
+model, losses, optimizer, mesh), so the folds, seeds and methods of a sweep run in one process trace and compile
+each program once. Runs are resumable: re-running the same command restores the latest
 checkpoint, skips the batches already consumed in the current epoch (data order is a function of seed and epoch,
 step keys of seed and step), and continues to the same final parameters as an uninterrupted run.
 
@@ -73,7 +75,7 @@ class Members:
 
 
 def _stack(trees: list[Any]) -> Any:
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+  return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)  # on the host: no programs
 
 
 def _index(tree: Any, m: int) -> Any:
@@ -95,14 +97,77 @@ def _stage_models(stage: str, config):
   raise ValueError(f"unknown stage {stage!r}; stages are {STAGES}")
 
 
-def _init_variables(stage: str, model, teacher, example_batch, seed: int) -> dict[str, Any]:
-  """Initial variables of a stage's model; each (member seed, stage) pair has its own key."""
+# Jitted functions (and the models and optimizers they close over) built once per process per signature: a
+# second fold, seed set or method of the same shapes reuses the traced and compiled program.
+_PROGRAMS: dict[str, Any] = {}
+
+
+def clear_programs() -> None:
+  _PROGRAMS.clear()
+
+
+def _memo(kind: str, signature: Any, build: Callable[[], Any]) -> Any:
+  key = kind + ":" + json.dumps(signature, sort_keys=True, default=str)
+  if key not in _PROGRAMS:
+    _PROGRAMS[key] = build()
+  return _PROGRAMS[key]
+
+
+def _model_signature(config) -> dict[str, Any]:
+  return ckpt_lib.config_to_dict(config.model)
+
+
+def _mesh_signature(mesh) -> list[Any]:
+  return [list(mesh.axis_names), [d.id for d in mesh.devices.flat]]
+
+
+def _distill_branches(config) -> tuple[list[dict[str, Any]], int]:
+  """The distillation losses compiled into the student program and the index of this run's."""
+  def entry(d):
+    return {"method": d["method"], "kwargs": dict(d.get("kwargs", {}) or {}), "mt_pkdot": bool(d.get("mt_pkdot"))}
+
+  own = entry(ckpt_lib.config_to_dict(config.distill))
+  branches = [entry(ckpt_lib.config_to_dict(b) if hasattr(b, "to_dict") else b)
+              for b in config.distill.get("branches", ())]
+  if not branches:
+    return [own], 0
+  if own not in branches:
+    raise ValueError(f"config.distill: the run's loss {own} is not one of config.distill.branches {branches}")
+  return branches, branches.index(own)
+
+
+def _init_fn(stage: str, config, grafted: tuple[str, ...]):
+  """Jitted `(key, example batch) -> variables` of a stage's model (the T-Net's input is the teacher's visual
+  embedding). The sub-trees named in `grafted` come from an earlier stage: they are zeros here, so XLA drops
+  their random initialisation (the student's R3D-18 init took 3 of the 5 s its init program compiled in)."""
+  def build():
+    model, teacher = _stage_models(stage, config)
+
+    def init(key, batch):
+      if stage == "tnet":
+        t_out = jax.eval_shape(lambda: teacher.init_with_output(jax.random.key(0), batch, train=False)[0])
+        variables = model.init(key, jnp.zeros(t_out.visual.shape, jnp.float32))
+      else:
+        variables = model.init(key, batch, train=False)
+      return {collection: {name: jax.tree.map(jnp.zeros_like, tree) if name in grafted else tree
+                           for name, tree in trees.items()} for collection, trees in variables.items()}
+    return jax.jit(init)
+  return _memo("init", [stage, _model_signature(config), sorted(grafted)], build)
+
+
+def _init_variables(stage: str, config, example_batch, seed: int, grafted: tuple[str, ...] = ()) -> dict:
+  """Initial variables of a stage's model; each (member seed, stage) pair has its own key. The "rbg" PRNG:
+  XLA:CPU compiles a threefry-based init of many tensors several times slower (models.init_variables)."""
   stage_seed = seed * len(STAGES) + STAGES.index(stage)
+  return dict(_init_fn(stage, config, grafted)(jax.random.key(stage_seed, impl="rbg"), example_batch))
+
+
+def _loss_signature(stage: str, config) -> dict[str, Any]:
   if stage == "tnet":
-    t_out = jax.eval_shape(lambda: teacher.init_with_output(jax.random.key(0), example_batch, train=False)[0])
-    return dict(jax.jit(model.init)(jax.random.key(stage_seed, impl="rbg"),
-                                    jnp.zeros(t_out.visual.shape, jnp.float32)))
-  return dict(models.init_variables(model, example_batch, seed=stage_seed))
+    return {"objective": config.tnet.objective}
+  if stage == "student":
+    return {"branches": _distill_branches(config)[0]}
+  return {"multitask": stage == "teacher" and bool(config.model.multitask)}
 
 
 def _loss_fn(stage: str, config, model, teacher):
@@ -110,10 +175,47 @@ def _loss_fn(stage: str, config, model, teacher):
   if stage == "tnet":
     return steps.tnet_loss(model, teacher, config.tnet.objective)
   if stage == "student":
-    distill = {"method": config.distill.method, "kwargs": config.distill.kwargs.to_dict(),
-               "task_weight": config.distill.task_weight, "mt_pkdot": config.distill.mt_pkdot}
-    return steps.student_loss(model, teacher, task, distill)
+    return steps.student_loss(model, teacher, task, {"branches": _distill_branches(config)[0]})
   return steps.supervised_loss(model, task, mt_heads=(stage == "teacher" and config.model.multitask))
+
+
+def _optimizer_signature(config_opt) -> dict[str, Any]:
+  fields = ckpt_lib.config_to_dict(config_opt.optimizer)
+  if fields.get("schedule", "constant") != "cosine":
+    fields.pop("total_steps", None)  # only a schedule reads it: folds of different sizes share the program
+  return fields
+
+
+def _optimizer(config_opt):
+  """One optimizer object per settings: it is a static field of the state, so programs are shared only when
+  the object is."""
+  return _memo("optimizer", _optimizer_signature(config_opt), lambda: make_optimizer(config_opt))
+
+
+def _train_step(stage: str, config, config_opt, mesh, vmapped: bool):
+  def build():
+    model, teacher = _stage_models(stage, config)
+    return steps.jit_step(steps.make_train_step(_loss_fn(stage, config, model, teacher)), mesh, vmapped=vmapped)
+  signature = [stage, _model_signature(config), _loss_signature(stage, config),
+               _optimizer_signature(config_opt), _mesh_signature(mesh), vmapped]
+  return _memo("train_step", signature, build)
+
+
+_SAVED: dict[tuple[str, int], Any] = {}
+
+
+def _saved_variables(path: str) -> Any:
+  """An earlier stage's saved variables as host arrays, read once per process while unchanged on disk (the
+  runs of a sweep that share a teacher read it once)."""
+  path = os.path.abspath(path)
+  if not os.path.exists(path):
+    return ckpt_lib.load_variables(path)  # FileNotFoundError naming the stage to run first
+  key = (path, os.stat(path).st_mtime_ns)
+  if key not in _SAVED:
+    while len(_SAVED) >= 8:
+      _SAVED.pop(next(iter(_SAVED)))
+    _SAVED[key] = jax.tree.map(np.asarray, ckpt_lib.load_variables(path))
+  return _SAVED[key]
 
 
 def _graft_variables(variables: dict, source: dict, names) -> dict:
@@ -161,7 +263,6 @@ def run_stage(stage: str, config, workdir: str, *, teacher_dir: str | None = Non
                      f"{config.batch_size}")
   total_steps = num_epochs * steps_per_epoch
 
-  model, teacher = _stage_models(stage, config)
   config_opt = config.copy_and_resolve_references()
   with config_opt.unlocked():
     # Per-stage optimizer overrides, e.g. --config.stages.student.optimizer.learning_rate=1e-4.
@@ -170,15 +271,16 @@ def run_stage(stage: str, config, workdir: str, *, teacher_dir: str | None = Non
     config_opt.optimizer.total_steps = total_steps
     if stage == "student" and config.model.student.mode == "tnet_fusion":
       config_opt.optimizer.frozen_modules = ("tnet",)
-  tx = make_optimizer(config_opt)
+  tx = _optimizer(config_opt)
+  opt_init = _memo("opt_init", _optimizer_signature(config_opt), lambda: jax.jit(tx.init))
 
   # Frozen inputs from earlier stages.
   frozen_teacher = None
-  if teacher is not None:
-    frozen_teacher = ckpt_lib.load_variables(os.path.join(teacher_dir, "teacher", "best"))
+  if stage in ("tnet", "student"):
+    frozen_teacher = _saved_variables(os.path.join(teacher_dir, "teacher", "best"))
   tnet_params = None
   if stage == "student" and config.model.student.mode == "tnet_fusion":
-    tnet_params = ckpt_lib.load_variables(os.path.join(teacher_dir, "tnet", "best"))["params"]
+    tnet_params = _saved_variables(os.path.join(teacher_dir, "tnet", "best"))["params"]
 
   # Sub-trees initialised from earlier stages: the teacher's backbones from unimodal pretraining (when those
   # stages ran), the student's from the teacher (config.student_init_from_teacher) and its fitted T-Net.
@@ -188,16 +290,22 @@ def run_stage(stage: str, config, workdir: str, *, teacher_dir: str | None = Non
                                  ("pretrain_privileged", "privileged_backbone")):
       path = os.path.join(teacher_dir, pretrain_stage, "best")
       if os.path.exists(path):
-        sources.append((ckpt_lib.load_variables(path), (name,)))
+        sources.append((_saved_variables(path), (name,)))
   if stage == "student":
     sources.append((frozen_teacher, tuple(config.student_init_from_teacher)))
     if tnet_params is not None:
       sources.append(({"params": {"tnet": tnet_params}}, ("tnet",)))
 
   example = data.example_batch(config.batch_size)
+  branch = _distill_branches(config)[1] if stage == "student" else 0
+
+  def hparams(weight):
+    # Arrays, not constants of the program: members and runs differing only in them share a compiled step.
+    return {"distill_weight": weight, "task_weight": float(config.distill.task_weight), "distill_branch": branch}
+
   states = []
   for m, (seed, weight) in enumerate(zip(members.seeds, members.weights)):
-    variables = _init_variables(stage, model, teacher, example, seed)
+    variables = _init_variables(stage, config, example, seed, grafted=tuple(n for _, ns in sources for n in ns))
     for source, names in sources:
       variables = _graft_variables(variables, _index(source, m) if members.vmapped else source, names)
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
@@ -205,14 +313,13 @@ def run_stage(stage: str, config, workdir: str, *, teacher_dir: str | None = Non
     if frozen_teacher is not None:
       frozen = {"teacher": _index(frozen_teacher, m) if members.vmapped else frozen_teacher}
     states.append(TrainState.create(params=params, batch_stats=batch_stats, tx=tx, frozen=frozen,
-                                    hparams={"distill_weight": weight}))
+                                    hparams=hparams(weight), opt_init=opt_init))
   state = _stack(states) if members.vmapped else states[0]
   state = parallel.replicate(state, mesh)
   del states
 
-  loss_fn = _loss_fn(stage, config, model, teacher)
-  train_step = steps.jit_step(steps.make_train_step(loss_fn), mesh, vmapped=members.vmapped)
-  eval_fn = _make_eval(stage, model, teacher, members.vmapped)
+  train_step = _train_step(stage, config, config_opt, mesh, members.vmapped)
+  eval_fn = eval_program(stage, config, members.vmapped)
   member_keys = jnp.stack([jax.random.key_data(jax.random.key(s)) for s in members.seeds])
   member_keys = member_keys if members.vmapped else member_keys[0]
 
@@ -221,15 +328,15 @@ def run_stage(stage: str, config, workdir: str, *, teacher_dir: str | None = Non
   if stage == "student" and config.distill.method != "none" and config.get("cache_teacher", False):
     if config.data.get("augment", False):
       raise ValueError("cache_teacher needs deterministic teacher inputs, but config.data.augment is on")
-    if config.distill.mt_pkdot:
-      raise ValueError("cache_teacher is not available with MT-PKDOT (the head is chosen per batch)")
-    cache = _teacher_cache(teacher, frozen_teacher, data, config, mesh, members)
+    need_heads = any(b["mt_pkdot"] for b in _distill_branches(config)[0])
+    cache = _teacher_cache(frozen_teacher, data, config, mesh, members, need_heads)
 
-  checkpointer = ckpt_lib.Checkpointer(stage_dir, max_to_keep=config.checkpoint.max_to_keep)
+  checkpointer = ckpt_lib.Checkpointer(stage_dir, max_to_keep=config.checkpoint.max_to_keep,
+                                       min_interval_secs=config.checkpoint.get("min_interval_secs", 0.0))
   select_metric, select_mode = _selection(stage, task, config)
   # Copies: the live state's buffers are donated to the next step.
   best = {"score": np.full(len(members), -np.inf), "epoch": np.full(len(members), -1, np.int64),
-          "variables": jax.tree.map(jnp.copy, _variables_of(state))}
+          "variables": jax.tree.map(np.array, _variables_of(state))}
   start_step = 0
   if checkpointer.latest_step() is not None:
     restored = checkpointer.restore_latest({"state": state.trainable(), "best": _device_best(best)})
@@ -239,6 +346,8 @@ def run_stage(stage: str, config, workdir: str, *, teacher_dir: str | None = Non
     start_step = int(np.asarray(state.step).reshape(-1)[0])
 
   log_path = os.path.join(workdir, "metrics.jsonl")
+  # Test metrics in every epoch's record (learning curves on test), or only for the selected variables.
+  test_every_epoch = bool(config.get("test_every_epoch", True))
   every = int(config.checkpoint.every_steps) or steps_per_epoch
   step = start_step
   progress = tqdm(total=total_steps, initial=start_step, desc=stage, disable=not config.get("progress", True),
@@ -271,7 +380,7 @@ def run_stage(stage: str, config, workdir: str, *, teacher_dir: str | None = Non
       if step % every == 0 and step % steps_per_epoch != 0:
         checkpointer.save(step, {"state": state.trainable(), "best": _device_best(best)})
       if stop_after_steps is not None and step >= stop_after_steps:
-        checkpointer.save(step, {"state": state.trainable(), "best": _device_best(best)})
+        checkpointer.save(step, {"state": state.trainable(), "best": _device_best(best)}, force=True)
         checkpointer.wait()
         progress.close()
         return {"stopped_at": step}
@@ -282,7 +391,7 @@ def run_stage(stage: str, config, workdir: str, *, teacher_dir: str | None = Non
               "train_loss": np.atleast_1d(np.mean(np.stack(epoch_losses), axis=0)).tolist() if epoch_losses
               else None}
     variables = _variables_of(state)
-    for split in ("val", "test"):
+    for split in ("val", "test") if test_every_epoch else ("val",):
       if len(getattr(data, split)):
         record[split] = _evaluate(eval_fn, variables, state.frozen, data, split, config, mesh, members)
     scores = _scores(record, select_metric, select_mode, len(members))
@@ -299,8 +408,11 @@ def run_stage(stage: str, config, workdir: str, *, teacher_dir: str | None = Non
   # The stage's output: the best variables (or last ones when there is no validation split).
   os.makedirs(stage_dir, exist_ok=True)
   final_vars = best["variables"] if np.all(best["epoch"] > 0) else _variables_of(state)
+  final_test = None
+  if not test_every_epoch and len(data.test):  # the selected variables, scored once
+    final_test = _evaluate(eval_fn, final_vars, state.frozen, data, "test", config, mesh, members)
   ckpt_lib.save_variables(os.path.join(stage_dir, "best"), parallel.to_host(final_vars))
-  result = _stage_result(stage, log_path, best, members, time.time() - t_stage, select_metric)
+  result = _stage_result(stage, log_path, best, members, time.time() - t_stage, select_metric, final_test)
   checkpointer.close()
   tmp = result_path + ".tmp"
   with open(tmp, "w") as f:
@@ -331,13 +443,17 @@ def _variables_of(state: TrainState) -> dict[str, Any]:
   return variables
 
 
+def _copy(x):
+  return np.array(x) if isinstance(x, np.ndarray) else jnp.copy(x)
+
+
 def _select_tree(improved: np.ndarray, new: Any, old: Any, vmapped: bool) -> Any:
   if not vmapped:
-    return jax.tree.map(jnp.copy, new) if bool(improved[0]) else old
-  mask = jnp.asarray(improved)
+    return jax.tree.map(_copy, new) if bool(improved[0]) else old
 
   def pick(n, o):
-    return jnp.where(mask.reshape((-1,) + (1,) * (n.ndim - 1)), n, o)
+    xp = np if isinstance(n, np.ndarray) and isinstance(o, np.ndarray) else jnp  # host members on CPUs
+    return xp.where(improved.reshape((-1,) + (1,) * (n.ndim - 1)), n, o)
 
   return jax.tree.map(pick, new, old)
 
@@ -347,18 +463,22 @@ def _device_best(best) -> dict[str, Any]:
           "variables": best["variables"]}
 
 
-def _make_eval(stage: str, model, teacher, vmapped: bool) -> Callable:
-  """Jitted `(variables, frozen, batch) -> outputs` in eval mode; vmapped over members when needed."""
-  if stage == "tnet":
-    def fn(variables, frozen, batch):
-      t_out = teacher.apply(frozen["teacher"], batch, train=False)
-      predicted = model.apply(variables, t_out.visual.astype(jnp.float32)).astype(jnp.float32)
-      return {"squared_error": jnp.mean((predicted - t_out.privileged.astype(jnp.float32)) ** 2, axis=-1)}
-  else:
-    def fn(variables, frozen, batch):
-      del frozen
-      return steps.eval_outputs(model.apply(variables, batch, train=False))
-  return steps.over_members(fn, (0, 0, None)) if vmapped else jax.jit(fn)
+def eval_program(stage: str, config, vmapped: bool) -> Callable:
+  """Jitted `(variables, frozen, batch) -> outputs` in eval mode; over members when `vmapped`."""
+  def build():
+    model, teacher = _stage_models(stage, config)
+    if stage == "tnet":
+      def fn(variables, frozen, batch):
+        t_out = teacher.apply(frozen["teacher"], batch, train=False)
+        predicted = model.apply(variables, t_out.visual.astype(jnp.float32)).astype(jnp.float32)
+        return {"squared_error": jnp.mean((predicted - t_out.privileged.astype(jnp.float32)) ** 2, axis=-1)}
+    else:
+      def fn(variables, frozen, batch):
+        del frozen
+        return steps.eval_outputs(model.apply(variables, batch, train=False))
+    return steps.over_members(fn, (0, 0, None)) if vmapped else jax.jit(fn)
+  kind = "model" if stage in ("teacher", "student") else stage  # the teacher and student evals: model outputs
+  return _memo("eval", [kind, stage, _model_signature(config), vmapped], build)
 
 
 def _evaluate(eval_fn, variables, frozen, data, split, config, mesh, members) -> list[dict[str, Any]]:
@@ -425,8 +545,9 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
   return sorted(records.values(), key=lambda r: (STAGES.index(r["stage"]), r["epoch"]))
 
 
-def _stage_result(stage, log_path, best, members, seconds, select_metric) -> dict[str, Any]:
-  """Per member: the test metrics at the best validation epoch (the number a paper table reports)."""
+def _stage_result(stage, log_path, best, members, seconds, select_metric, final_test=None) -> dict[str, Any]:
+  """Per member: the test metrics at the best validation epoch (the number a paper table reports); from
+  `final_test` when the test split was scored only once, with the selected variables."""
   records = [r for r in read_metrics(os.path.dirname(log_path)) if r["stage"] == stage]
   by_epoch = {r["epoch"]: r for r in records}
   per_member = []
@@ -436,47 +557,54 @@ def _stage_result(stage, log_path, best, members, seconds, select_metric) -> dic
     per_member.append({"member": name, "seed": members.seeds[m], "weight": members.weights[m],
                        "best_epoch": epoch,
                        "val": record.get("val", [None] * len(members))[m] if "val" in record else None,
-                       "test": record.get("test", [None] * len(members))[m] if "test" in record else None})
+                       "test": final_test[m] if final_test is not None else
+                       record.get("test", [None] * len(members))[m] if "test" in record else None})
   return {"stage": stage, "select_metric": select_metric, "seconds": seconds, "members": per_member}
 
 
 # ------------------------------------------------------------------------------------------- teacher cache
 @dataclasses.dataclass
 class TeacherCache:
-  """Teacher outputs per training example, looked up on the host by the batch's "index" field."""
+  """Teacher outputs per training example, looked up on the host by the batch's "index" field.
+
+  Arrays have a leading member axis when members are vmapped: (M, N, ...) instead of (N, ...). For MT-PKDOT the
+  three heads' embeddings and predictions are kept too (N, 3, D) / (N, 3, K), so the per-batch head choice
+  needs no teacher forward either."""
   position: dict[int, int]
-  embedding: np.ndarray   # (M, N, D) or (N, D)
-  prediction: np.ndarray  # (M, N, K) or (N, K)
+  fields: dict[str, np.ndarray]  # batch field name -> per-example rows
   vmapped: bool
 
   def add_to(self, local_batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    index = local_batch["index"]
-    rows = np.vectorize(self.position.__getitem__)(index)  # (B,) or (M, B)
+    rows = np.vectorize(self.position.__getitem__)(local_batch["index"])  # (B,) or (M, B)
     batch = dict(local_batch)
-    if self.vmapped:
-      m = np.arange(self.embedding.shape[0])[:, None]
-      batch["teacher_embedding"] = self.embedding[m, rows]
-      batch["teacher_prediction"] = self.prediction[m, rows]
-    else:
-      batch["teacher_embedding"] = self.embedding[rows]
-      batch["teacher_prediction"] = self.prediction[rows]
+    for name, values in self.fields.items():
+      if self.vmapped:
+        batch[name] = values[np.arange(values.shape[0])[:, None], rows]
+      else:
+        batch[name] = values[rows]
     return batch
 
 
-def _teacher_cache(teacher, frozen_teacher, data, config, mesh, members) -> TeacherCache:
-  eval_fn = _make_eval("teacher", teacher, None, members.vmapped)
-  embeddings, predictions, indices = [], [], []
+def _teacher_cache(frozen_teacher, data, config, mesh, members, need_heads: bool) -> TeacherCache:
+  if need_heads and not config.model.multitask:
+    raise ValueError("MT-PKDOT needs a teacher with per-modality heads: set config.model.multitask=True")
+  eval_fn = eval_program("teacher", config, members.vmapped)  # the teacher stage's own evaluation program
+  names = {"embedding": "teacher_embedding", "prediction": "teacher_prediction"}
+  if need_heads:
+    names.update(head_embeddings="teacher_head_embeddings", head_predictions="teacher_head_predictions")
+  frozen_teacher = parallel.replicate(frozen_teacher, mesh)
+  fields: dict[str, list[np.ndarray]] = {}
+  indices = []
+  axis = 1 if members.vmapped else 0
   for local_batch in data.eval_batches("train", config.eval_batch_size):
     out = parallel.to_host(eval_fn(frozen_teacher, None, parallel.global_batch(local_batch, mesh)))
     keep = local_batch["mask"].astype(bool)
-    embeddings.append(out["embedding"][..., keep, :])
-    predictions.append(out["prediction"][..., keep, :])
+    for name, field in names.items():
+      fields.setdefault(field, []).append(np.compress(keep, out[name], axis=axis))
     indices.append(local_batch["index"][keep])
-  axis = 1 if members.vmapped else 0
   index = np.concatenate(indices)
   return TeacherCache(position={int(i): p for p, i in enumerate(index)},
-                      embedding=np.concatenate(embeddings, axis=axis),
-                      prediction=np.concatenate(predictions, axis=axis), vmapped=members.vmapped)
+                      fields={k: np.concatenate(v, axis=axis) for k, v in fields.items()}, vmapped=members.vmapped)
 
 
 # ------------------------------------------------------------------------------------------------ pipeline
@@ -488,17 +616,21 @@ def validate_config(config, stages: tuple[str, ...]) -> None:
     if stage not in STAGES:
       raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
   method = config.distill.method
-  if method != "none":
-    spec = losses.spec(method)  # ValueError listing the registered names on a typo
+  branches, _ = _distill_branches(config)  # ValueError when the run's loss is not among config.distill.branches
+  for branch in branches:
+    name = branch["method"]
+    if name == "none":
+      continue
+    spec = losses.spec(name)  # ValueError listing the registered names on a typo
     if spec.inputs not in ("embeddings", "logits"):
-      raise ValueError(f"config.distill.method={method!r} compares {spec.inputs}, which the trainer does not "
+      raise ValueError(f"config.distill.method={name!r} compares {spec.inputs}, which the trainer does not "
                        f"expose; choose one of the embedding- or logit-based losses")
     if spec.inputs == "logits" and config.model.task != "classification":
-      raise ValueError(f"config.distill.method={method!r} compares class logits; it does not apply to the "
+      raise ValueError(f"config.distill.method={name!r} compares class logits; it does not apply to the "
                        f"{config.model.task!r} task")
-  if config.distill.mt_pkdot and not config.model.multitask:
-    raise ValueError("config.distill.mt_pkdot needs a teacher with per-modality heads: set "
-                     "config.model.multitask=True (before training the teacher)")
+    if branch["mt_pkdot"] and not config.model.multitask:
+      raise ValueError("config.distill.mt_pkdot needs a teacher with per-modality heads: set "
+                       "config.model.multitask=True (before training the teacher)")
   if "student" in stages and method != "none" and config.model.student.mode == "video_only" \
       and config.distill.mt_pkdot:
     raise ValueError("MT-PKDOT distils into the T-Net + fusion student, not the video_only one")

@@ -29,9 +29,10 @@ class TrainState:
   tx: optax.GradientTransformation = struct.field(pytree_node=False)
 
   @classmethod
-  def create(cls, *, params, batch_stats, tx, frozen=None, hparams=None) -> "TrainState":
+  def create(cls, *, params, batch_stats, tx, frozen=None, hparams=None, opt_init=None) -> "TrainState":
+    """`opt_init`: a jitted `tx.init` to reuse (run eagerly, it dispatches one small program per leaf)."""
     return cls(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats if batch_stats else {},
-               opt_state=tx.init(params), frozen=frozen if frozen is not None else {},
+               opt_state=(opt_init or tx.init)(params), frozen=frozen if frozen is not None else {},
                hparams={k: jnp.asarray(v, jnp.float32) for k, v in (hparams or {}).items()}, tx=tx)
 
   def apply_gradients(self, grads, batch_stats) -> "TrainState":

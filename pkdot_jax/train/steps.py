@@ -8,7 +8,8 @@ stages differ only in their loss function `(params, state, batch, rng) -> (loss,
 - `tnet_loss`: T-Net fitted on the frozen teacher's (visual -> privileged) embedding pairs, MSE or MMD;
 - `student_loss`: task loss + weight x a registered distillation loss against the frozen teacher, which runs
   inside the step in eval mode under stop-gradient (or comes from the teacher cache as batch fields);
-  MT-PKDOT picks, per batch, the teacher head with the lowest task loss.
+  MT-PKDOT picks, per batch, the teacher head with the lowest task loss. Several losses can share one program
+  (a switch on `state.hparams["distill_branch"]`).
 
 Teacher variables live in `state.frozen` (an argument, never a captured constant).
 """
@@ -20,6 +21,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from pkdot_jax import losses
@@ -161,32 +163,89 @@ def distillation_term(method: str, kwargs: dict[str, Any], student_out, teacher_
   return value, metrics
 
 
-def student_loss(student, teacher, task: str, distill: dict[str, Any]) -> LossFn:
-  """Task loss + lambda x distillation (lambda = state.hparams["distill_weight"]).
+def _branches(distill: dict[str, Any]) -> list[dict[str, Any]]:
+  raw = distill.get("branches") or [distill]
+  return [{"method": b.get("method", "none"), "kwargs": dict(b.get("kwargs", {}) or {}),
+           "mt_pkdot": bool(b.get("mt_pkdot", False))} for b in raw]
 
-  `distill` = {"method": registered name or "none", "kwargs": dict, "task_weight": float, "mt_pkdot": bool}.
+
+def _teacher_targets(teacher, state: TrainState, batch, need_heads: bool):
+  """Joint teacher (embedding, prediction) and, for MT-PKDOT, the stacked heads ((3, B, D), (3, B, K)).
+
+  From the teacher cache's batch fields when present, else from the frozen teacher run inside the step."""
+  if "teacher_embedding" in batch:
+    heads = None
+    if need_heads:
+      heads = (jnp.moveaxis(batch["teacher_head_embeddings"], 1, 0),
+               jnp.moveaxis(batch["teacher_head_predictions"], 1, 0))
+    return batch["teacher_embedding"], batch["teacher_prediction"], heads
+  t_out = frozen_forward(teacher, state.frozen["teacher"], batch)
+  return t_out.embedding, t_out.prediction, (teacher_heads(t_out) if need_heads else None)
+
+
+def teacher_heads(t_out) -> tuple[jax.Array, jax.Array]:
+  """An MT-PKDOT teacher's (visual, privileged, joint) embeddings and predictions, stacked: (3, B, .)."""
+  embeddings = jnp.stack([t_out.aux["visual_embedding_adapted"], t_out.aux["privileged_embedding_adapted"],
+                          t_out.embedding])
+  predictions = jnp.stack([t_out.aux["visual"], t_out.aux["privileged"], t_out.prediction])
+  return embeddings, predictions
+
+
+def mt_select_head(head_embeddings, head_predictions, batch, task: str) -> tuple[jax.Array, jax.Array]:
+  """MT-PKDOT: the teacher head (visual / privileged / joint) with the lowest task loss on this batch."""
+  head_losses = jax.vmap(lambda p: task_loss(p, batch, task))(head_predictions)
+  best = jnp.argmin(head_losses)
+  return head_embeddings[best], head_predictions[best]
+
+
+def student_loss(student, teacher, task: str, distill: dict[str, Any]) -> LossFn:
+  """task_weight x task loss + distill_weight x a registered distillation loss against the frozen teacher.
+
+  `distill` = {"method": registered name or "none", "kwargs": dict, "task_weight": float, "mt_pkdot": bool}, or
+  {"branches": ({"method", "kwargs", "mt_pkdot"}, ...), ...} to compile several distillation losses into one
+  program: the step runs branch `state.hparams["distill_branch"]` (`lax.switch`: on CPUs only that branch
+  executes; under vmap, as on accelerators with several members, every branch is computed and one selected).
+  The weights are arrays in `state.hparams` ("distill_weight"; "task_weight", defaulting to
+  distill["task_weight"] or 1), so runs that differ only in method or weights share one compiled program.
   The teacher comes either from `state.frozen["teacher"]` (forward inside the step) or from cached fields of the
-  batch (`teacher_embedding`, `teacher_prediction`, filled by the trainer's teacher cache).
+  batch (`teacher_embedding`, `teacher_prediction`, and for MT-PKDOT `teacher_head_embeddings` (B, 3, D),
+  `teacher_head_predictions` (B, 3, K); filled by the trainer's teacher cache).
   """
-  method = distill.get("method", "none")
-  kwargs = dict(distill.get("kwargs", {}))
-  task_weight = float(distill.get("task_weight", 1.0))
-  mt_pkdot = bool(distill.get("mt_pkdot", False))
+  branches = _branches(distill)
+  default_task_weight = float(distill.get("task_weight", 1.0))
+  distilling = any(b["method"] != "none" for b in branches)
+  need_heads = any(b["mt_pkdot"] for b in branches)
+  with_ot = any(b["method"] != "none" and _accepts(losses.spec(b["method"]).fn, "return_aux") for b in branches)
+
+  def branch_fn(branch):
+    def fn(out, t_embedding, t_prediction, heads, batch):
+      if branch["method"] == "none":
+        value, metrics = jnp.zeros((), jnp.float32), {}
+      else:
+        if branch["mt_pkdot"]:
+          t_embedding, t_prediction = mt_select_head(*heads, batch, task)
+        value, metrics = distillation_term(branch["method"], branch["kwargs"], out, t_embedding, t_prediction,
+                                           batch, task)
+      if with_ot:  # every branch returns the same metrics; 0 iterations where no solver ran
+        metrics = {"ot_converged": metrics.get("ot_converged", jnp.ones((), jnp.float32)),
+                   "ot_iterations": metrics.get("ot_iterations", jnp.zeros((), jnp.float32))}
+      return value, metrics
+    return fn
+
+  fns = [branch_fn(b) for b in branches]
 
   def loss_fn(params, state: TrainState, batch, rng):
     out, batch_stats = _apply(student, params, state.batch_stats, batch, True, rng)
     task_value = task_loss(out.prediction, batch, task)
     metrics = {"task_loss": task_value}
-    loss = task_weight * task_value
-    if method != "none":
-      if "teacher_embedding" in batch:
-        t_embedding, t_prediction = batch["teacher_embedding"], batch["teacher_prediction"]
+    loss = state.hparams.get("task_weight", default_task_weight) * task_value
+    if distilling:
+      t_embedding, t_prediction, heads = _teacher_targets(teacher, state, batch, need_heads)
+      args = (out, t_embedding, t_prediction, heads, batch)
+      if len(fns) == 1:
+        value, extra = fns[0](*args)
       else:
-        t_out = frozen_forward(teacher, state.frozen["teacher"], batch)
-        t_embedding, t_prediction = t_out.embedding, t_out.prediction
-        if mt_pkdot:
-          t_embedding, t_prediction = mt_select_head(t_out, batch, task)
-      value, extra = distillation_term(method, kwargs, out, t_embedding, t_prediction, batch, task)
+        value, extra = jax.lax.switch(state.hparams["distill_branch"].astype(jnp.int32), fns, *args)
       metrics.update(extra)
       metrics["distill_loss"] = value
       loss = loss + state.hparams["distill_weight"] * value
@@ -194,16 +253,6 @@ def student_loss(student, teacher, task: str, distill: dict[str, Any]) -> LossFn
     return loss, (batch_stats, metrics)
 
   return loss_fn
-
-
-def mt_select_head(t_out, batch, task: str) -> tuple[jax.Array, jax.Array]:
-  """MT-PKDOT: the teacher head (visual / privileged / joint) with the lowest task loss on this batch."""
-  predictions = jnp.stack([t_out.aux["visual"], t_out.aux["privileged"], t_out.prediction])
-  embeddings = jnp.stack([t_out.aux["visual_embedding_adapted"], t_out.aux["privileged_embedding_adapted"],
-                          t_out.embedding])
-  head_losses = jax.vmap(lambda p: task_loss(p, batch, task))(predictions)
-  best = jnp.argmin(head_losses)
-  return embeddings[best], predictions[best]
 
 
 # --------------------------------------------------------------------------------------------- step builder
@@ -239,25 +288,27 @@ def over_members(fn: Callable, in_axes: tuple, **jit_kwargs) -> Callable:
   XLA:CPU ran those 5-6x slower than the members in sequence; `lax.map` inside one program was slower still
   (experiments/bench/vmap_bench.py, tiny PKDOT student step, B=32, 2-core EPYC, ms per step of all members:
   2 members: sequential 262, vmap 1,474, lax.map 3,186; 4 members: 625, 3,169, 6,203). Every form gives each
-  member the arithmetic of a separate run.
+  member the arithmetic of a separate run. On CPUs the results come back as NumPy arrays.
   """
   if jax.default_backend() != "cpu":
     return jax.jit(jax.vmap(fn, in_axes=in_axes), **jit_kwargs)
+  # CPU: members are sliced and restacked as host (NumPy) arrays, which on a CPU is a copy of a few MB and
+  # compiles nothing (jitted split/stack programs over a state's hundreds of leaves took 1-2 s to compile for
+  # every tree structure). The per-member inputs are fresh copies, so nothing is donated.
+  jit_kwargs = {k: v for k, v in jit_kwargs.items() if k != "donate_argnums"}
   single = jax.jit(fn, **jit_kwargs)
   mapped_positions = tuple(i for i, axis in enumerate(in_axes) if axis == 0)
-  split = jax.jit(lambda trees, m: [jax.tree.map(lambda x: x[i], trees) for i in range(m)], static_argnums=1)
-  stack = jax.jit(lambda outs: jax.tree.map(lambda *xs: jnp.stack(xs), *outs))
 
   def run(*args):
-    num_members = jax.tree.leaves(args[mapped_positions[0]])[0].shape[0]
-    per_member = split(tuple(args[i] for i in mapped_positions), num_members)
+    hosts = {i: jax.tree.map(np.asarray, args[i]) for i in mapped_positions}
+    num_members = jax.tree.leaves(hosts[mapped_positions[0]])[0].shape[0]
     outs = []
-    for member_args in per_member:
+    for m in range(num_members):
       full = list(args)
-      for position, value in zip(mapped_positions, member_args):
-        full[position] = value
+      for i in mapped_positions:
+        full[i] = jax.tree.map(lambda x: x[m], hosts[i])
       outs.append(single(*full))
-    return stack(outs)
+    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *outs)
 
   return run
 
@@ -276,9 +327,14 @@ def jit_step(step: Callable, mesh=None, *, vmapped: bool = False) -> Callable:
 
 
 def eval_outputs(out) -> dict[str, jax.Array]:
-  """The outputs an evaluation keeps from a ModelOutput: predictions, embeddings, MT-PKDOT heads."""
+  """The outputs an evaluation keeps from a ModelOutput: predictions, embeddings, the MT-PKDOT teacher's heads
+  (B, 3, .) as `head_embeddings` / `head_predictions`."""
   result = {"prediction": out.prediction.astype(jnp.float32), "embedding": out.embedding.astype(jnp.float32)}
   for name in ("visual", "privileged"):
     if getattr(out, name, None) is not None:
       result[name] = getattr(out, name).astype(jnp.float32)
+  if out.aux and "visual_embedding_adapted" in out.aux:  # an MT-PKDOT teacher: its heads, batch axis first
+    embeddings, predictions = teacher_heads(out)
+    result["head_embeddings"] = jnp.moveaxis(embeddings, 0, 1).astype(jnp.float32)
+    result["head_predictions"] = jnp.moveaxis(predictions, 0, 1).astype(jnp.float32)
   return result

@@ -90,3 +90,72 @@ def test_distillation_term_names_mismatched_sizes():
                            privileged=None, aux={})
   with pytest.raises(ValueError, match=r"same size.*\(4, 8\).*\(4, 16\)"):
     steps.distillation_term("fitnets", {}, out, jnp.zeros((4, 16)), jnp.zeros((4, 2)), {}, "classification")
+
+
+def _branch_setup(batch_size=8):
+  """A multitask teacher, a student, and a batch carrying the teacher cache's fields (incl. MT-PKDOT heads)."""
+  cfg = models.default_config("tiny")
+  cfg.multitask = True
+  cfg.fusion.kind, cfg.privileged_backbone = "concat", "cnn1d"  # the smallest programs (compile time)
+  cfg.input_shapes.video = (3, 16, 16, 3)
+  cfg.input_shapes.physio = (512, 2)
+  batch = models.dummy_batch(cfg, batch_size)
+  batch["label"] = (jnp.arange(batch_size) % 2).astype(jnp.int32)
+  batch["mask"] = jnp.ones(batch_size, bool)
+  teacher, student = models.build_teacher(cfg), models.build_student(cfg)
+  teacher_vars = models.init_variables(teacher, batch, seed=1)
+  student_vars = models.init_variables(student, {"video": batch["video"]}, seed=2)
+  t_out = jax.jit(lambda v, b: teacher.apply(v, b, train=False))(teacher_vars, batch)
+  head_embeddings, head_predictions = steps.teacher_heads(t_out)
+  cached = dict(batch, teacher_embedding=t_out.embedding, teacher_prediction=t_out.prediction,
+                teacher_head_embeddings=jnp.moveaxis(head_embeddings, 0, 1),
+                teacher_head_predictions=jnp.moveaxis(head_predictions, 0, 1))
+
+  tx = optax.sgd(0.05)
+
+  def state(branch, task_weight=1.0):
+    return TrainState.create(params=student_vars["params"], batch_stats=student_vars["batch_stats"],
+                             tx=tx, frozen={"teacher": teacher_vars},
+                             hparams={"distill_weight": 0.6, "task_weight": task_weight, "distill_branch": branch})
+
+  return student, teacher, state, jax.tree.map(np.asarray, batch), jax.tree.map(np.asarray, cached)
+
+
+BRANCHES = ({"method": "hinton_kd", "kwargs": {"temperature": 4.0}},  # logits
+            {"method": "pkdot", "kwargs": {"k": 3, "epsilon": 0.05}, "mt_pkdot": True})  # embeddings, heads
+
+
+def test_loss_branches_equal_their_single_loss_programs():
+  """One program holding several distillation losses (a switch on hparams["distill_branch"]) gives, for each
+  branch, the loss and update of the program compiled for that loss alone; also when the members are vmapped
+  (where the switch becomes a select over every branch); and MT-PKDOT from the cached heads equals MT-PKDOT
+  with the teacher run inside the step."""
+  student, teacher, state, batch, cached = _branch_setup()
+  key = jax.random.key_data(jax.random.key(0))
+  shared = jax.jit(steps.make_train_step(steps.student_loss(student, teacher, "classification",
+                                                            {"branches": BRANCHES})))
+  singles = []
+  for i, branch in enumerate(BRANCHES):
+    single = jax.jit(steps.make_train_step(steps.student_loss(student, teacher, "classification", branch)))
+    task_weight = 0.8 if branch.get("mt_pkdot") else 1.0
+    ref_state, ref = single(state(0, task_weight), cached, key)
+    new_state, got = shared(state(i, task_weight), cached, key)
+    assert float(got["distill_loss"]) == pytest.approx(float(ref["distill_loss"]), rel=1e-5)
+    assert float(got["loss"]) == pytest.approx(float(ref["loss"]), rel=1e-5)
+    assert float(ref["distill_loss"]) > 0
+    for a, b in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(ref_state.params)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    singles.append((ref_state, ref))
+    if branch.get("mt_pkdot"):  # the teacher inside the step instead of the cached heads
+      _, in_step = single(state(0, task_weight), batch, key)
+      assert float(in_step["loss"]) == pytest.approx(float(ref["loss"]), rel=1e-5)
+
+  stacked_state = jax.tree.map(lambda *xs: jnp.stack(xs), *[state(i, 0.8 if b.get("mt_pkdot") else 1.0)
+                                                              for i, b in enumerate(BRANCHES)])
+  stacked_batch = jax.tree.map(lambda x: np.stack([x] * len(BRANCHES)), cached)
+  vmapped = jax.jit(jax.vmap(steps.make_train_step(steps.student_loss(
+      student, teacher, "classification", {"branches": BRANCHES}))))
+  _, metrics = vmapped(stacked_state, stacked_batch, np.stack([key] * len(BRANCHES)))
+  assert np.all(np.asarray(metrics["finite"]) == 1.0)
+  for i, (_, ref) in enumerate(singles):
+    assert float(metrics["loss"][i]) == pytest.approx(float(ref["loss"]), rel=1e-5)
