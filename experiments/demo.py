@@ -32,15 +32,8 @@ def demo_sweep(quick: bool, methods: tuple[str, ...] = methods_lib.DEMO_METHODS)
   if "video_only" not in methods:
     raise ValueError("the demo compares every method with the video_only baseline: include it")
   return {"config": f"{config_path}:{'demo_quick' if quick else 'demo'}",
-          "base": {"seeds": (0, 1) if quick else (0, 1, 2)},
+          "base": {"seeds": (0, 1)},
           "grid": {"method": list(methods), "data.fold": [0, 1] if quick else [0, 1, 2]}}
-
-
-def _enable_compilation_cache(workdir: str) -> None:
-  """Folds and methods share step programs of identical shapes: compile each once per machine."""
-  jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.abspath(workdir), ".jax_cache"))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def teacher_rows(root: str) -> list[dict]:
@@ -61,40 +54,40 @@ def similarity_figure(root: str, path: str) -> dict[str, float]:
   import matplotlib.pyplot as plt
 
   from pkdot_jax import losses
-  from pkdot_jax.train import checkpoint, input as input_lib, steps
-  from pkdot_jax import models
+  from pkdot_jax.train import checkpoint, input as input_lib, loop, parallel
 
   def run_dir(method):
     return os.path.join(root, "runs", sweep_lib.run_name({"method": method, "data.fold": 0}))
 
-  config = sweep_lib.apply_overrides(sweep_lib.load_config(report_lib._read_json(
-      os.path.join(root, "sweep.json"))["config"]), {"method": "pkdot", "data.fold": 0, "seeds": (0,)})
-  data = input_lib.load(config)
-  batch = next(iter(data.eval_batches("test", 32)))
-  batch = {k: v for k, v in batch.items() if v.dtype.kind not in "OUS"}
+  sweep_config = sweep_lib.load_config(report_lib._read_json(os.path.join(root, "sweep.json"))["config"])
   pkdot_config = report_lib._read_json(os.path.join(run_dir("pkdot"), "config.json"))
-  num_members = len(pkdot_config["seeds"])
-  teacher_vars = _first_member(checkpoint.load_variables(
-      os.path.join(pkdot_config["teacher_workdir"], "teacher", "best")), num_members)
-  embeddings = {"teacher": steps.eval_outputs(models.build_teacher(config.model).apply(
-      teacher_vars, batch, train=False))["embedding"]}
+  vmapped = len(pkdot_config["seeds"]) > 1
+  config = sweep_lib.apply_overrides(sweep_config, {"method": "pkdot", "data.fold": 0,
+                                                    "seeds": tuple(pkdot_config["seeds"])})
+  mesh = parallel.make_mesh(config.get("num_devices"))
+  data = input_lib.load(config)
+  local = next(iter(data.eval_batches("test", config.eval_batch_size)))
+  mask = local["mask"].astype(bool)
+  batch = parallel.global_batch({k: v for k, v in local.items() if v.dtype.kind not in "OUS"}, mesh)
+
+  def member0(outputs):  # the first seed's outputs; the eval programs the runs compiled are reused
+    return np.asarray(outputs["embedding"][0] if vmapped else outputs["embedding"])[mask]
+
+  teacher_vars = checkpoint.load_variables(os.path.join(pkdot_config["teacher_workdir"], "teacher", "best"))
+  embeddings = {"teacher": member0(loop.eval_program("teacher", config, vmapped)(teacher_vars, None, batch))}
   for method, label in (("video_only", "student without distillation"), ("pkdot", "student with PKDOT")):
     method_config = sweep_lib.apply_overrides(config, {"method": method})
-    student_vars = _first_member(checkpoint.load_variables(os.path.join(run_dir(method), "student", "best")),
-                                 num_members)
-    embeddings[label] = steps.eval_outputs(models.build_student(method_config.model).apply(
-        student_vars, batch, train=False))["embedding"]
+    student_vars = checkpoint.load_variables(os.path.join(run_dir(method), "student", "best"))
+    embeddings[label] = member0(loop.eval_program("student", method_config, vmapped)(student_vars, None, batch))
   fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
   divergences = {}
-  mask = batch["mask"].astype(bool)
   for ax, (label, emb) in zip(axes, embeddings.items()):
-    emb = np.asarray(emb)[mask]
     sim = np.asarray(losses.cosine_similarity_matrix(emb, emb))
     image = ax.imshow(sim, vmin=-1, vmax=1, cmap="RdBu_r")
     title = label
     if label != "teacher":
       k = min(8, emb.shape[0] - 1)
-      value = float(losses.pkdot(emb, np.asarray(embeddings["teacher"])[mask], k=k))
+      value = float(jax.jit(losses.pkdot, static_argnames="k")(emb, embeddings["teacher"], k=k))
       divergences[label] = value
       title += f"\nPKDOT divergence to teacher {value:.4f}"
     ax.set_title(title, fontsize=9)
@@ -106,15 +99,9 @@ def similarity_figure(root: str, path: str) -> dict[str, float]:
   return divergences
 
 
-def _first_member(variables, num_members: int):
-  """Variables of member 0 when the run trained several members side by side (leading member axis)."""
-  return jax.tree.map(lambda x: x[0], variables) if num_members > 1 else variables
-
-
 def main(workdir: str = "runs/demo", quick: bool = False,
          methods: tuple[str, ...] = methods_lib.DEMO_METHODS) -> str:
   t0 = time.time()
-  _enable_compilation_cache(workdir)
   sweep = demo_sweep(quick, tuple(methods))
   sweep_lib.run_sweep(sweep, workdir)
   out_dir = os.path.join(workdir, "report")

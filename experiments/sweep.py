@@ -10,6 +10,10 @@ all members in one compiled program (vmap).
 
   pkdot sweep --sweep=experiments/sweeps/NAME.py --workdir=runs/NAME [--shard=i/n]
 
+Runs that differ only in the distillation loss (method, its kwargs and weights), seed or fold share one
+compiled student program: the sweep lists their losses in `distill.branches` and each run selects its own
+(a switch inside the step; `"share_programs": False` in the sweep turns this off).
+
 Layout: <workdir>/runs/<run name>/ per run, <workdir>/teachers/<key>/ for teachers and T-Nets shared by all runs
 whose teacher-side config is identical (the student-side fields do not change the teacher), and
 <workdir>/summary.csv + summary.md + plots after aggregation. A finished run is skipped, an interrupted one
@@ -124,6 +128,33 @@ def teacher_key(config: ml_collections.ConfigDict) -> str:
   return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:12]
 
 
+# Fields that select among the branches of a shared student program, or do not shape programs at all.
+_PROGRAM_NEUTRAL_FIELDS = ("distill.method", "distill.kwargs", "distill.mt_pkdot", "distill.weight",
+                           "distill.task_weight", "distill.branches", "seeds", "data.fold", "teacher_workdir")
+
+
+def share_programs(configs: list[ml_collections.ConfigDict]) -> None:
+  """Sets `distill.branches` of every config to the losses of all configs that share its program (in place)."""
+  from pkdot_jax.train import checkpoint
+
+  groups: dict[str, list[ml_collections.ConfigDict]] = {}
+  for config in configs:
+    key = json.dumps(checkpoint.drop_fields(checkpoint.config_to_dict(config), _PROGRAM_NEUTRAL_FIELDS),
+                     sort_keys=True)
+    groups.setdefault(key, []).append(config)
+  for members in groups.values():
+    branches: list[dict[str, Any]] = []
+    for config in members:
+      entry = {"method": config.distill.method, "kwargs": checkpoint.config_to_dict(config.distill.kwargs),
+               "mt_pkdot": bool(config.distill.mt_pkdot)}
+      if entry not in branches:
+        branches.append(entry)
+    if len(branches) > 1:
+      for config in members:
+        with config.unlocked():
+          config.distill.branches = tuple(branches)
+
+
 def run_one(config: ml_collections.ConfigDict, run_dir: str, teachers_root: str) -> dict[str, Any]:
   """Runs (or resumes, or skips) one run of a sweep; teacher stages live in the shared teacher dir."""
   from pkdot_jax.train import loop
@@ -143,14 +174,18 @@ def run_sweep(sweep: dict[str, Any], root: str, shard: str = "0/1",
               after_run: Callable[[str], None] | None = None) -> list[str]:
   """Runs this shard's runs; returns their names. `after_run(name)` is called after each (tests use it)."""
   base = load_config(sweep["config"])
-  runs = shard_runs(expand(sweep), shard)
+  all_runs = expand(sweep)
+  configs = {name: apply_overrides(base, overrides) for name, overrides in all_runs}
+  if sweep.get("share_programs", True):
+    share_programs(list(configs.values()))  # over the whole grid, so every shard sets the same branches
+  runs = shard_runs(all_runs, shard)
   os.makedirs(root, exist_ok=True)
   with open(os.path.join(root, "sweep.json"), "w") as f:
     json.dump({"config": sweep["config"], "base": sweep.get("base", {}), "grid": sweep.get("grid", {}),
                "command": " ".join(sys.argv)}, f, indent=2, default=str)
   done = []
-  for name, overrides in runs:
-    config = apply_overrides(base, overrides)
+  for name, _ in runs:
+    config = configs[name]
     t0 = time.time()
     ran = run_one(config, os.path.join(root, "runs", name), os.path.join(root, "teachers"))
     done.append(name)

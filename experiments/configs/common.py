@@ -18,6 +18,7 @@ def base_config(model_size: str = "tiny") -> ml_collections.ConfigDict:
   config.progress = True
   config.cache_teacher = False      # student stage: teacher outputs computed once (deterministic inputs only)
   config.select_metric = ""         # "" -> accuracy (classification) / ccc_mean (regression)
+  config.test_every_epoch = True    # False: the test split is scored once, with the selected variables
   config.teacher_workdir = ""       # "": teacher and T-Net stages in the run's own workdir
 
   config.data = ml_collections.ConfigDict()
@@ -37,6 +38,7 @@ def base_config(model_size: str = "tiny") -> ml_collections.ConfigDict:
   config.data.size = ()            # resize (H, W); () keeps the stored size
   config.data.crop = ()            # crop (H, W) after resizing
   config.data.worker_count = 0
+  config.data.in_memory = False    # decode every record once per process and keep them in memory (small sets)
 
   config.model = models.default_config(model_size)
 
@@ -64,8 +66,12 @@ def base_config(model_size: str = "tiny") -> ml_collections.ConfigDict:
   config.distill.task_weight = 1.0
   config.distill.mt_pkdot = False
   config.distill.kwargs = ml_collections.ConfigDict({"k": 30, "epsilon": 0.01})
+  # Losses compiled into one student program ({"method", "kwargs", "mt_pkdot"} each; the run's own must be one):
+  # runs differing only in the loss then share a compiled step. Sweeps fill it (experiments/sweep.py).
+  config.distill.branches = ()
 
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.every_steps = 0  # 0: at the end of every epoch only
   config.checkpoint.max_to_keep = 2
+  config.checkpoint.min_interval_secs = 0.0  # skip periodic checkpoints taken sooner than this after the last
   return config

@@ -34,6 +34,23 @@ def test_overrides_are_checked():
   assert config.distill.method == "pkdot"  # the base config is untouched
 
 
+def test_runs_differing_only_in_the_loss_share_one_student_program():
+  spec = {"config": SMOKE, "grid": {"method": ["video_only", "pkdot", "rkd", "mt_pkdot"], "data.fold": [0, 1]}}
+  base = sweep.load_config(SMOKE)
+  configs = {name: sweep.apply_overrides(base, overrides) for name, overrides in sweep.expand(spec)}
+  sweep.share_programs(list(configs.values()))
+  branches = {name: [b["method"] for b in config.distill.branches] for name, config in configs.items()}
+  for name, config in configs.items():
+    if name.startswith(("method=pkdot", "method=rkd")):
+      assert branches[name] == ["pkdot", "rkd"]  # same architecture: one program, a branch per loss
+    else:  # video_only: another student; mt_pkdot: another (multitask) teacher
+      assert branches[name] == []
+    loop.validate_config(config, tuple(config.pipeline))
+  foreign = sweep.apply_overrides(configs["method=pkdot__data.fold=0"], {"distill.kwargs.k": 7})
+  with pytest.raises(ValueError, match="not one of config.distill.branches"):
+    loop.validate_config(foreign, tuple(foreign.pipeline))
+
+
 def test_sweep_interrupted_and_resumed(tmp_path):
   """Four tiny runs (two folds x two T-Net objectives sharing teachers); the sweep is killed after the second
   run finishes, then re-run: finished runs are not started again, the table is complete."""
@@ -50,6 +67,7 @@ def test_sweep_interrupted_and_resumed(tmp_path):
     if len(done) == 2:
       raise Interrupted
 
+  loop.clear_programs()
   with pytest.raises(Interrupted):
     sweep.run_sweep(spec, root, after_run=stop_after_two)
   finished_first = sorted(os.listdir(os.path.join(root, "runs")))
@@ -64,6 +82,9 @@ def test_sweep_interrupted_and_resumed(tmp_path):
     student = [r for r in loop.read_metrics(os.path.join(root, "runs", name)) if r["stage"] == "student"]
     assert [r["epoch"] for r in student] == [1]
   assert len(os.listdir(os.path.join(root, "teachers"))) == 2  # one per fold
+  # Both folds and both weights trained with one compiled step per stage (teacher, T-Net, student).
+  assert sorted(k.split('"')[1] for k in loop._PROGRAMS if k.startswith("train_step:")) == [
+      "student", "teacher", "tnet"]
 
   text = report.main(root)
   rows = report.collect(root)
