@@ -94,29 +94,31 @@ def test_sweep_interrupted_and_resumed(tmp_path):
 
 
 def test_demo_quick_end_to_end(tmp_path, monkeypatch):
-  """The demo's whole path (teachers, T-Nets, students, paired comparison, plots) on its quick setting, with
-  two of its methods to fit the CI budget; `pkdot demo --quick` runs all of them the same way."""
+  """`pkdot demo --quick` as the README runs it (every method, 2 folds x 2 seeds), into a temporary data dir:
+  teachers, T-Nets, students, the paired comparison and the plots; the embedding- and logit-based methods
+  share one compiled student program."""
   monkeypatch.setattr(demo, "CONFIG", "experiments/configs/synthetic.py")
   original = demo.demo_sweep
 
-  def small_sweep(quick, methods):
+  def local_sweep(quick, methods):
     spec = original(quick, methods)
     spec["base"]["data.data_dir"] = str(tmp_path / "tfds")
     spec["base"]["num_devices"] = 1
-    spec["base"]["stages.teacher.num_epochs"] = 1
-    spec["base"]["stages.tnet.num_epochs"] = 1
-    spec["base"]["stages.student.num_epochs"] = 1
     return spec
 
-  monkeypatch.setattr(demo, "demo_sweep", small_sweep)
+  monkeypatch.setattr(demo, "demo_sweep", local_sweep)
+  loop.clear_programs()
   workdir = str(tmp_path / "demo")
-  text = demo.main(workdir, quick=True, methods=("video_only", "pkdot"))
+  text = demo.main(workdir, quick=True)
   out = os.path.join(workdir, "report")
   for name in ("report.md", "results.csv", "methods.png", "learning_curves.png", "similarity.png"):
     assert os.path.exists(os.path.join(out, name)), name
   summary = json.load(open(os.path.join(out, "summary.json")))
   methods = {row["method"]: row for row in summary["table"]}
-  assert set(methods) == {"teacher (video + physio)", "video_only", "pkdot"}
-  assert methods["pkdot"]["n"] == 4  # 2 folds x 2 seeds
-  assert "diff" in methods["pkdot"] and methods["video_only"]["diff"] == 0.0
-  assert "| pkdot |" in text
+  assert set(methods) == {"teacher (video + physio)", *demo.methods_lib.DEMO_METHODS}
+  for name in demo.methods_lib.DEMO_METHODS:
+    assert methods[name]["n"] == 4, name  # 2 folds x 2 seeds
+    assert f"| {name} |" in text
+  assert methods["video_only"]["diff"] == 0.0 and "diff" in methods["pkdot"]
+  student_steps = [k for k in loop._PROGRAMS if k.startswith('train_step:["student"')]
+  assert len(student_steps) == 2  # the video-only student's, and one for the 10 other methods
