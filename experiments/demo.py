@@ -4,11 +4,12 @@
 
 Generates the synthetic dataset (seconds), trains one multimodal teacher (video + physiological signal) and one
 T-Net per subject-disjoint fold, then a video-only student per distillation method (experiments/methods.py) over
-the folds, several seeds side by side in one compiled program (vmap), and writes <workdir>/report/: report.md,
+the folds, with two seeds per run trained as members of one program, and writes <workdir>/report/: report.md,
 results.csv, methods.png (bar chart), learning_curves.png, similarity.png (teacher vs student cosine-similarity
-matrices without and with PKDOT). The synthetic benefit of privileged information is a property of data we
-designed (see data_pipelines/synthetic): a demonstration of the machinery, not a reproduction of the paper.
-"""
+matrices without and with PKDOT). The ten distillation methods share one compiled student program (the sweep
+sets `distill.branches`), compiled once for every fold and seed. The synthetic benefit of privileged
+information is a property of data we designed (see data_pipelines/synthetic): a demonstration of the machinery,
+not a reproduction of the paper."""
 
 from __future__ import annotations
 
