@@ -132,7 +132,7 @@ def main(workdir: str = "runs/demo", quick: bool = False,
       f"students, report); 'wall s' is the per-method training time.", "",
       *report_lib.provenance_lines(report_lib.provenance(workdir)), "",
       report_lib.format_table(table, ["method"], metric), "",
-      f"Cosine-similarity structure on a fold-0 test batch: PKDOT divergence to the teacher "
+      "Cosine-similarity structure on a fold-0 test batch: PKDOT divergence to the teacher "
       + ", ".join(f"{k}: {v:.4f}" for k, v in divergences.items()) + " (similarity.png).", "",
       "This is data we designed so that the privileged signal carries the label more strongly than the video; "
       "the numbers demonstrate the pipeline, they are not a reproduction of the paper's Biovid results."])
