@@ -1,6 +1,5 @@
 """The train step itself: eight devices == one device, the non-finite guard, checkpoints surviving a crash."""
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
