@@ -12,7 +12,8 @@ all members in one compiled program (vmap).
 
 Runs that differ only in the distillation loss (method, its kwargs and weights), seed or fold share one
 compiled student program: the sweep lists their losses in `distill.branches` and each run selects its own
-(a switch inside the step; `"share_programs": False` in the sweep turns this off).
+(a switch inside the step). `"share_programs"` in the sweep: "auto" (default) shares on CPUs and wherever runs
+have one member each (under vmap a switch computes every branch), True / False force it.
 
 Layout: <workdir>/runs/<run name>/ per run, <workdir>/teachers/<key>/ for teachers and T-Nets shared by all runs
 whose teacher-side config is identical (the student-side fields do not change the teacher), and
@@ -155,6 +156,17 @@ def share_programs(configs: list[ml_collections.ConfigDict]) -> None:
           config.distill.branches = tuple(branches)
 
 
+def _should_share(setting: Any, configs: list[ml_collections.ConfigDict]) -> bool:
+  """"auto": share where the selected branch alone runs: on CPUs (members run one after another), or when every
+  run has a single member. Under vmap (several members on an accelerator) a switch computes every branch."""
+  if setting != "auto":
+    return bool(setting)
+  import jax
+
+  from pkdot_jax.train import loop
+  return jax.default_backend() == "cpu" or all(len(loop.Members.from_config(c)) == 1 for c in configs)
+
+
 def run_one(config: ml_collections.ConfigDict, run_dir: str, teachers_root: str) -> dict[str, Any]:
   """Runs (or resumes, or skips) one run of a sweep; teacher stages live in the shared teacher dir."""
   from pkdot_jax.train import loop
@@ -176,7 +188,7 @@ def run_sweep(sweep: dict[str, Any], root: str, shard: str = "0/1",
   base = load_config(sweep["config"])
   all_runs = expand(sweep)
   configs = {name: apply_overrides(base, overrides) for name, overrides in all_runs}
-  if sweep.get("share_programs", True):
+  if _should_share(sweep.get("share_programs", "auto"), list(configs.values())):
     share_programs(list(configs.values()))  # over the whole grid, so every shard sets the same branches
   runs = shard_runs(all_runs, shard)
   os.makedirs(root, exist_ok=True)

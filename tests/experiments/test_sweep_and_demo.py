@@ -51,6 +51,18 @@ def test_runs_differing_only_in_the_loss_share_one_student_program():
     loop.validate_config(foreign, tuple(foreign.pipeline))
 
 
+def test_programs_are_shared_only_where_the_selected_branch_alone_runs(monkeypatch):
+  import jax
+
+  base = sweep.load_config(SMOKE)
+  one = [sweep.apply_overrides(base, {"method": m, "seeds": (0,)}) for m in ("pkdot", "rkd")]
+  two = [sweep.apply_overrides(base, {"method": m, "seeds": (0, 1)}) for m in ("pkdot", "rkd")]
+  assert sweep._should_share("auto", two)  # this CPU: members run one after another
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert sweep._should_share("auto", one) and not sweep._should_share("auto", two)  # vmap: every branch runs
+  assert sweep._should_share(True, two) and not sweep._should_share(False, one)
+
+
 def test_sweep_interrupted_and_resumed(tmp_path):
   """Four tiny runs (two folds x two T-Net objectives sharing teachers); the sweep is killed after the second
   run finishes, then re-run: finished runs are not started again, the table is complete."""
