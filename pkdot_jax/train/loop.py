@@ -11,7 +11,8 @@ step keys of seed and step), and continues to the same final parameters as an un
 
 Workdir layout (one run = one config = one fold):
   config.json, run_info.json        the config; versions, devices, git revision
-  metrics.jsonl                     one record per stage and epoch (train loss, val and test metrics per member)
+  metrics.jsonl                     one record per stage and epoch (train loss, val and test metrics per member;
+                                    test only in result.json when config.test_every_epoch is False)
   <stage>/checkpoints/              periodic checkpoints (resume points)
   <stage>/best/                     the members' variables at their best validation epoch (next stage's input)
   <stage>/result.json               written last: the stage is done and is skipped on re-runs
@@ -123,12 +124,8 @@ def _mesh_signature(mesh) -> list[Any]:
 
 def _distill_branches(config) -> tuple[list[dict[str, Any]], int]:
   """The distillation losses compiled into the student program and the index of this run's."""
-  def entry(d):
-    return {"method": d["method"], "kwargs": dict(d.get("kwargs", {}) or {}), "mt_pkdot": bool(d.get("mt_pkdot"))}
-
-  own = entry(ckpt_lib.config_to_dict(config.distill))
-  branches = [entry(ckpt_lib.config_to_dict(b) if hasattr(b, "to_dict") else b)
-              for b in config.distill.get("branches", ())]
+  own = steps.distill_branch(config.distill)
+  branches = [steps.distill_branch(b) for b in config.distill.get("branches", ())]
   if not branches:
     return [own], 0
   if own not in branches:
