@@ -136,7 +136,7 @@ _PROGRAM_NEUTRAL_FIELDS = ("distill.method", "distill.kwargs", "distill.mt_pkdot
 
 def share_programs(configs: list[ml_collections.ConfigDict]) -> None:
   """Sets `distill.branches` of every config to the losses of all configs that share its program (in place)."""
-  from pkdot_jax.train import checkpoint
+  from pkdot_jax.train import checkpoint, steps
 
   groups: dict[str, list[ml_collections.ConfigDict]] = {}
   for config in configs:
@@ -146,8 +146,7 @@ def share_programs(configs: list[ml_collections.ConfigDict]) -> None:
   for members in groups.values():
     branches: list[dict[str, Any]] = []
     for config in members:
-      entry = {"method": config.distill.method, "kwargs": checkpoint.config_to_dict(config.distill.kwargs),
-               "mt_pkdot": bool(config.distill.mt_pkdot)}
+      entry = steps.distill_branch(config.distill)
       if entry not in branches:
         branches.append(entry)
     if len(branches) > 1:

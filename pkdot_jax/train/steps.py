@@ -17,6 +17,7 @@ Teacher variables live in `state.frozen` (an argument, never a captured constant
 from __future__ import annotations
 
 import inspect
+import json
 from typing import Any, Callable
 
 import jax
@@ -163,10 +164,19 @@ def distillation_term(method: str, kwargs: dict[str, Any], student_out, teacher_
   return value, metrics
 
 
+def distill_branch(d: Any) -> dict[str, Any]:
+  """One distillation loss as the student program compiles it: {"method", "kwargs", "mt_pkdot"} (a dict or a
+  ConfigDict with at least "method"); runs are matched to program branches by equality of these."""
+  if hasattr(d, "to_json_best_effort"):
+    d = json.loads(d.to_json_best_effort())
+  kwargs = d.get("kwargs", {}) or {}
+  if hasattr(kwargs, "to_json_best_effort"):
+    kwargs = json.loads(kwargs.to_json_best_effort())
+  return {"method": d.get("method", "none"), "kwargs": dict(kwargs), "mt_pkdot": bool(d.get("mt_pkdot", False))}
+
+
 def _branches(distill: dict[str, Any]) -> list[dict[str, Any]]:
-  raw = distill.get("branches") or [distill]
-  return [{"method": b.get("method", "none"), "kwargs": dict(b.get("kwargs", {}) or {}),
-           "mt_pkdot": bool(b.get("mt_pkdot", False))} for b in raw]
+  return [distill_branch(b) for b in (distill.get("branches") or [distill])]
 
 
 def _teacher_targets(teacher, state: TrainState, batch, need_heads: bool):
