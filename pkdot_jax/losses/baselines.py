@@ -286,7 +286,7 @@ def privileged_cosine(student: jax.Array, teacher: jax.Array) -> jax.Array:
   teacher = jax.lax.stop_gradient(teacher)
   s = jnp.ravel(student)
   t = jnp.ravel(teacher)
-  return 1.0 - jnp.vdot(s, t) / (_safe_norm(s, axis=0) * _safe_norm(t, axis=0))
+  return 1.0 - jnp.vdot(s, t, precision=_HIGHEST) / (_safe_norm(s, axis=0) * _safe_norm(t, axis=0))
 
 
 def pkt(student: jax.Array, teacher: jax.Array, *, reduction: Literal["sum", "mean"] = "sum") -> jax.Array:
