@@ -8,6 +8,11 @@ convergence, peak memory where the backend reports it), then a summary line.
 
 Inputs are ReLU-like embeddings (D = 512) with a student that is a noisy copy of the teacher, the regime of a
 student being distilled; they are passed as jit arguments (never closed over: XLA would constant-fold them).
+
+`--compare_ott` instead times, in the same process and on the same PKDOT point clouds, the divergence alone two
+ways: ours (`losses.sinkhorn_divergence`: ott for (x, y), the one-pass symmetric fixed point for (x, x) and
+(y, y)) and ott's `sinkhorn_divergence` for all three solves with the same settings (what this project used
+before), forward + backward, with both values and iteration counts.
 """
 
 from __future__ import annotations
@@ -21,7 +26,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ott.geometry import pointcloud
+from ott.solvers.linear import acceleration
+from ott.solvers.linear import implicit_differentiation
+from ott.tools import sinkhorn_divergence as ott_sinkhorn_divergence
+
 from pkdot_jax import losses
+from pkdot_jax.losses import ot
+from pkdot_jax.losses import relations
 
 
 def _embeddings(batch: int, dim: int, seed: int) -> tuple[jax.Array, jax.Array]:
@@ -39,6 +51,56 @@ def _peak_bytes(device: jax.Device) -> int | None:
   if not stats:
     return None
   return stats.get("peak_bytes_in_use")
+
+
+def _time(fn, *args, repeats: int) -> tuple[float, object]:
+  out = fn(*args)
+  jax.block_until_ready(out)
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    out = fn(*args)
+    jax.block_until_ready(out)
+    times.append((time.perf_counter() - start) * 1e3)
+  return statistics.median(times), out
+
+
+def _clouds(student: jax.Array, teacher: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+  """The two point clouds PKDOT compares (default anchors and shift), built from the library's blocks."""
+  teacher_similarity = relations.cosine_similarity_matrix(teacher)
+  anchors = relations.select_anchors(teacher_similarity, k)
+  shifted = [relations.shift_similarity(relations.cosine_similarity_matrix(e)) for e in (student, teacher)]
+  return tuple(relations.gather_anchors(s, anchors) for s in shifted)
+
+
+def _ott_divergence(x: jax.Array, y: jax.Array, epsilon: float) -> tuple[jax.Array, jax.Array]:
+  """All three solves by ott (its symmetric solves: parallel updates, momentum 0.5), our other settings."""
+  kwargs = dict(lse_mode=True, threshold=ot.DEFAULT_THRESHOLD, max_iterations=ot.DEFAULT_MAX_ITERATIONS,
+                implicit_diff=implicit_differentiation.ImplicitDiff(),
+                momentum=acceleration.Momentum(start=20))
+  with jax.default_matmul_precision("highest"):
+    value, out = ott_sinkhorn_divergence.sinkhorn_divergence(
+        pointcloud.PointCloud, x, y, epsilon=2.0 * epsilon, solve_kwargs=kwargs)
+  return 0.5 * value, jnp.stack([jnp.asarray(n, jnp.int32) for n in out.n_iters])
+
+
+def compare_ott(batch: int, *, k: int, dim: int, repeats: int, seed: int, epsilon: float = 0.01) -> dict:
+  x, y = _clouds(*_embeddings(batch, dim, seed), k)
+
+  def ours(x, y):
+    value, aux = ot.sinkhorn_divergence(x, y, epsilon=epsilon, return_aux=True)
+    return value, aux.n_iters
+
+  device = jax.devices()[0]
+  result = {"device": f"{device.platform}:{device.device_kind}", "B": batch, "k": k}
+  for name, fn in (("ours", ours), ("ott", lambda x, y: _ott_divergence(x, y, epsilon))):
+    step = jax.jit(jax.value_and_grad(fn, has_aux=True))
+    ms, ((value, n_iters), grad) = _time(step, x, y, repeats=repeats)
+    result[name] = {"ms_median": round(ms, 3), "value": float(value), "n_iters": [int(n) for n in n_iters],
+                    "grad_norm": float(jnp.linalg.norm(grad))}
+  result["speedup"] = round(result["ott"]["ms_median"] / result["ours"]["ms_median"], 2)
+  result["value_rel_diff"] = abs(result["ours"]["value"] - result["ott"]["value"]) / abs(result["ott"]["value"])
+  return result
 
 
 def bench(batch: int, *, k: int, dim: int, repeats: int, seed: int, solver_options=None) -> dict:
@@ -90,7 +152,14 @@ def main(argv=None) -> None:
   parser.add_argument("--dim", type=int, default=512)
   parser.add_argument("--repeats", type=int, default=20)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--compare_ott", action="store_true",
+                      help="time the divergence alone instead: ours vs ott's three solves (same clouds)")
   args = parser.parse_args(argv)
+  if args.compare_ott:
+    for batch in args.batch_sizes:
+      print(json.dumps({"compare_ott": compare_ott(batch, k=args.k, dim=args.dim, repeats=args.repeats,
+                                                   seed=args.seed), "jax": jax.__version__}), flush=True)
+    return
   results = []
   for batch in args.batch_sizes:
     result = bench(batch, k=args.k, dim=args.dim, repeats=args.repeats, seed=args.seed)

@@ -8,7 +8,7 @@
 #                                    geomloss when they cannot be imported)
 #
 # Everything goes under $OUT (set by the device tool; /tmp/pkdot_bench otherwise), at most 8 files:
-#   env.txt, anchor.jsonl, loss.jsonl, step.jsonl, trap.jsonl, table.txt, log.txt
+#   env.txt, anchor.jsonl, loss.jsonl, step.jsonl, trap.jsonl, compare.jsonl, table.txt, log.txt
 # The stages share a wall-clock budget (RUN_GPU_BUDGET_S, default 540 s): each gets a timeout that leaves
 # room for the rest and for the table, which is always printed last.
 set -uo pipefail
@@ -68,11 +68,13 @@ stage() {
 if [ $TINY = 1 ]; then
   ANCHOR_ARGS=(--small); LOSS_ARGS=(--batch_sizes 128 256 --repeats 3)
   STEP=(--preset tiny --batch 8 --k 5 --steps 3 --warmup 1)
-  L_ANCHOR=300; L_LOSS=120; L_BF16=300; L_FP32=200; L_TRAP=200
+  L_ANCHOR=300; L_LOSS=120; L_BF16=300; L_FP32=200; L_TRAP=200; L_COMPARE=120
+  COMPARE_ARGS=(--batch_sizes 128 256 --repeats 3)
 else
   ANCHOR_ARGS=(); LOSS_ARGS=(--repeats 20)
   STEP=(--preset paper --batch 128 --steps 15 --warmup 3)
-  L_ANCHOR=150; L_LOSS=75; L_BF16=200; L_FP32=100; L_TRAP=90
+  L_ANCHOR=150; L_LOSS=75; L_BF16=200; L_FP32=100; L_TRAP=90; L_COMPARE=60
+  COMPARE_ARGS=(--batch_sizes 128 8192 --repeats 10)
 fi
 
 # 1. The PyTorch anchor (authors' step and geomloss loss), same card, same call.
@@ -97,6 +99,10 @@ stage step_fp32 $L_FP32 $PY -m experiments.bench.step_bench "${STEP[@]}" --dtype
 stage step_trap $L_TRAP $PY -m experiments.bench.step_bench "${STEP[@]}" --dtypes bfloat16 \
   --variants trap_vars trap_emb "${PEAK_ARGS[@]}" --steps 5 --out "$OUT/trap.jsonl" > /dev/null
 cat "$OUT/step.jsonl" "$OUT/trap.jsonl" 2>/dev/null
+# 4. If time is left: the divergence alone, ours (one-pass symmetric fixed point) vs ott's three solves.
+stage loss_compare $L_COMPARE $PY -m experiments.bench.loss_bench --compare_ott "${COMPARE_ARGS[@]}" \
+  > "$OUT/compare.jsonl"
+cat "$OUT/compare.jsonl"
 
 echo "== table ($(( $(date +%s) - START ))s elapsed)"
 $PY -m experiments.bench.table --anchor "$OUT/anchor.jsonl" --loss "$OUT/loss.jsonl" --step "$OUT/step.jsonl" \
