@@ -27,13 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from ott.geometry import pointcloud
-from ott.solvers.linear import acceleration
-from ott.solvers.linear import implicit_differentiation
 from ott.tools import sinkhorn_divergence as ott_sinkhorn_divergence
 
 from pkdot_jax import losses
 from pkdot_jax.losses import ot
-from pkdot_jax.losses import relations
+from pkdot_jax.losses.pkdot import point_clouds
 
 
 def _embeddings(batch: int, dim: int, seed: int) -> tuple[jax.Array, jax.Array]:
@@ -53,31 +51,25 @@ def _peak_bytes(device: jax.Device) -> int | None:
   return stats.get("peak_bytes_in_use")
 
 
-def _time(fn, *args, repeats: int) -> tuple[float, object]:
+def _time(fn, *args, repeats: int) -> tuple[float, list[float], object]:
+  """(seconds of the first call, which compiles; ms of each of `repeats` further calls; last output)."""
+  start = time.perf_counter()
   out = fn(*args)
   jax.block_until_ready(out)
+  compile_s = time.perf_counter() - start
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
     out = fn(*args)
     jax.block_until_ready(out)
     times.append((time.perf_counter() - start) * 1e3)
-  return statistics.median(times), out
-
-
-def _clouds(student: jax.Array, teacher: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
-  """The two point clouds PKDOT compares (default anchors and shift), built from the library's blocks."""
-  teacher_similarity = relations.cosine_similarity_matrix(teacher)
-  anchors = relations.select_anchors(teacher_similarity, k)
-  shifted = [relations.shift_similarity(relations.cosine_similarity_matrix(e)) for e in (student, teacher)]
-  return tuple(relations.gather_anchors(s, anchors) for s in shifted)
+  return compile_s, times, out
 
 
 def _ott_divergence(x: jax.Array, y: jax.Array, epsilon: float) -> tuple[jax.Array, jax.Array]:
   """All three solves by ott (its symmetric solves: parallel updates, momentum 0.5), our other settings."""
-  kwargs = dict(lse_mode=True, threshold=ot.DEFAULT_THRESHOLD, max_iterations=ot.DEFAULT_MAX_ITERATIONS,
-                implicit_diff=implicit_differentiation.ImplicitDiff(),
-                momentum=acceleration.Momentum(start=20))
+  # pylint: disable-next=protected-access
+  kwargs = ot._solver_kwargs(ot.DEFAULT_THRESHOLD, ot.DEFAULT_MAX_ITERATIONS, implicit_diff=True)
   with jax.default_matmul_precision("highest"):
     value, out = ott_sinkhorn_divergence.sinkhorn_divergence(
         pointcloud.PointCloud, x, y, epsilon=2.0 * epsilon, solve_kwargs=kwargs)
@@ -85,7 +77,7 @@ def _ott_divergence(x: jax.Array, y: jax.Array, epsilon: float) -> tuple[jax.Arr
 
 
 def compare_ott(batch: int, *, k: int, dim: int, repeats: int, seed: int, epsilon: float = 0.01) -> dict:
-  x, y = _clouds(*_embeddings(batch, dim, seed), k)
+  x, y = point_clouds(*_embeddings(batch, dim, seed), k=k, anchors="least_similar", shift="min")
 
   def ours(x, y):
     value, aux = ot.sinkhorn_divergence(x, y, epsilon=epsilon, return_aux=True)
@@ -95,9 +87,9 @@ def compare_ott(batch: int, *, k: int, dim: int, repeats: int, seed: int, epsilo
   result = {"device": f"{device.platform}:{device.device_kind}", "B": batch, "k": k}
   for name, fn in (("ours", ours), ("ott", lambda x, y: _ott_divergence(x, y, epsilon))):
     step = jax.jit(jax.value_and_grad(fn, has_aux=True))
-    ms, ((value, n_iters), grad) = _time(step, x, y, repeats=repeats)
-    result[name] = {"ms_median": round(ms, 3), "value": float(value), "n_iters": [int(n) for n in n_iters],
-                    "grad_norm": float(jnp.linalg.norm(grad))}
+    _, times, ((value, n_iters), grad) = _time(step, x, y, repeats=repeats)
+    result[name] = {"ms_median": round(statistics.median(times), 3), "value": float(value),
+                    "n_iters": [int(n) for n in n_iters], "grad_norm": float(jnp.linalg.norm(grad))}
   result["speedup"] = round(result["ott"]["ms_median"] / result["ours"]["ms_median"], 2)
   result["value_rel_diff"] = abs(result["ours"]["value"] - result["ott"]["value"]) / abs(result["ott"]["value"])
   return result
@@ -116,16 +108,7 @@ def bench(batch: int, *, k: int, dim: int, repeats: int, seed: int, solver_optio
     temp_bytes = int(memory.temp_size_in_bytes)
   except Exception:  # pylint: disable=broad-except
     temp_bytes = None
-  compile_start = time.perf_counter()
-  (value, aux), grad = step(student, teacher)
-  jax.block_until_ready(grad)
-  compile_s = time.perf_counter() - compile_start
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    (value, aux), grad = step(student, teacher)
-    jax.block_until_ready((value, grad))
-    times.append((time.perf_counter() - start) * 1e3)
+  compile_s, times, ((value, aux), grad) = _time(step, student, teacher, repeats=repeats)
   device = jax.devices()[0]
   return {
       "device": f"{device.platform}:{device.device_kind}",

@@ -80,6 +80,20 @@ def _check_weights(name: str, w: jax.Array | None, cloud_name: str, cloud: jax.A
     )
 
 
+def _solver_kwargs(threshold: float, max_iterations: int, implicit_diff: bool,
+                   solver_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+  """Keyword arguments of ott's Sinkhorn solver for the (x, y) solve (all three when unrolled)."""
+  kwargs: dict[str, Any] = dict(
+      lse_mode=True,  # kernel mode underflows: C / eps reaches ~1e3 for PKDOT clouds at eps = 0.01
+      threshold=threshold,
+      max_iterations=max_iterations,
+      implicit_diff=implicit_lib.ImplicitDiff() if implicit_diff else None,
+      momentum=acceleration.Momentum(start=_DEFAULT_MOMENTUM_START),
+  )
+  kwargs.update(solver_options or {})
+  return kwargs
+
+
 def _squared_distances(x: jax.Array) -> jax.Array:
   """|x_i - x_j|^2 as ott's point cloud computes it (|x_i|^2 + |x_j|^2 - 2 x_i.x_j), in full float32."""
   sq = jnp.sum(x * x, axis=1)
@@ -195,15 +209,7 @@ def sinkhorn_divergence(
   if not epsilon > 0:
     raise ValueError(f"epsilon must be positive, got {epsilon!r}.")
 
-  kwargs: dict[str, Any] = dict(
-      lse_mode=True,  # kernel mode underflows: C / eps reaches ~1e3 for PKDOT clouds at eps = 0.01
-      threshold=threshold,
-      max_iterations=max_iterations,
-      implicit_diff=implicit_lib.ImplicitDiff() if implicit_diff else None,
-      momentum=acceleration.Momentum(start=_DEFAULT_MOMENTUM_START),
-  )
-  if solver_options:
-    kwargs.update(solver_options)
+  kwargs = _solver_kwargs(threshold, max_iterations, implicit_diff, solver_options)
   # C/2 with eps  ==  1/2 * (C with 2 eps): solve on ott's |x - y|^2 with doubled epsilon, halve the value.
   # Full float32 matrix products, as on CPUs: ott builds the cost as |x|^2 + |y|^2 - 2 x.y with default-precision
   # dots, which JAX runs in TF32 on recent NVIDIA GPUs (bf16 passes on TPUs). Emulated TF32 rounding on PKDOT

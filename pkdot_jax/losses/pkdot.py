@@ -130,17 +130,7 @@ def pkdot(
         f"anchors='all'."
     )
 
-  teacher_similarity = relations.cosine_similarity_matrix(teacher)
-  student_similarity = relations.cosine_similarity_matrix(student)
-  teacher_shifted = relations.shift_similarity(teacher_similarity, shift)
-  student_shifted = relations.shift_similarity(student_similarity, shift)
-  if anchors == "all":
-    teacher_cloud, student_cloud = teacher_shifted, student_shifted
-  else:
-    anchor_indices = relations.select_anchors(teacher_similarity, k, anchors)
-    teacher_cloud = relations.gather_anchors(teacher_shifted, anchor_indices)
-    student_cloud = relations.gather_anchors(student_shifted, anchor_indices)
-
+  student_cloud, teacher_cloud = point_clouds(student, teacher, k=k, anchors=anchors, shift=shift)
   value, aux = ot.sinkhorn_divergence(
       student_cloud,
       teacher_cloud,
@@ -157,3 +147,18 @@ def pkdot(
   if return_aux:
     return value, aux
   return value
+
+
+def point_clouds(student: jax.Array, teacher: jax.Array, *, k: int, anchors: relations.AnchorMode,
+                 shift: relations.ShiftMode) -> tuple[jax.Array, jax.Array]:
+  """The two point clouds PKDOT compares (steps 1-3 of :func:`pkdot`): each sample's shifted cosine
+  similarities to its k anchors, chosen on the teacher; (B, k) each, or (B, B) with ``anchors="all"``."""
+  teacher_similarity = relations.cosine_similarity_matrix(teacher)
+  student_similarity = relations.cosine_similarity_matrix(student)
+  teacher_shifted = relations.shift_similarity(teacher_similarity, shift)
+  student_shifted = relations.shift_similarity(student_similarity, shift)
+  if anchors == "all":
+    return student_shifted, teacher_shifted
+  anchor_indices = relations.select_anchors(teacher_similarity, k, anchors)
+  return (relations.gather_anchors(student_shifted, anchor_indices),
+          relations.gather_anchors(teacher_shifted, anchor_indices))

@@ -1,8 +1,8 @@
 """The training loop: one function runs a stage (teacher, T-Net, student, unimodal pretraining) in a workdir.
 
 Several *members* (seeds, or distillation weights) of one config train side by side in one compiled program
-(`steps.over_members`: vmap on accelerators, the single-member program per member on CPUs): every array of the state gets a leading member
-axis, every member reads its own data order.
+(`steps.over_members`: vmap on accelerators, the single-member program per member on CPUs): every array of the
+state gets a leading member axis, every member reads its own data order.
 With one member nothing is vmapped. Compiled programs are kept per process and keyed by what shapes them (stage,
 model, losses, optimizer, mesh), so the folds, seeds and methods of a sweep run in one process trace and compile
 each program once. Runs are resumable: re-running the same command restores the latest
@@ -73,10 +73,6 @@ class Members:
 
   def names(self) -> list[str]:
     return [f"seed{s}_w{w:g}" for s, w in zip(self.seeds, self.weights)]
-
-
-def _stack(trees: list[Any]) -> Any:
-  return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)  # on the host: no programs
 
 
 def _index(tree: Any, m: int) -> Any:
@@ -311,7 +307,7 @@ def run_stage(stage: str, config, workdir: str, *, teacher_dir: str | None = Non
       frozen = {"teacher": _index(frozen_teacher, m) if members.vmapped else frozen_teacher}
     states.append(TrainState.create(params=params, batch_stats=batch_stats, tx=tx, frozen=frozen,
                                     hparams=hparams(weight), opt_init=opt_init))
-  state = _stack(states) if members.vmapped else states[0]
+  state = steps.stack_host(states) if members.vmapped else states[0]
   state = parallel.replicate(state, mesh)
   del states
 

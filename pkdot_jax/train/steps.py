@@ -290,6 +290,11 @@ def make_train_step(loss_fn: LossFn, *, check_finite: bool = True) -> Callable:
   return step
 
 
+def stack_host(trees: list[Any]) -> Any:
+  """Members' trees stacked on a new leading axis as host (NumPy) arrays: no device program is compiled."""
+  return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
+
+
 def over_members(fn: Callable, in_axes: tuple, **jit_kwargs) -> Callable:
   """Jitted `fn` applied to every member (the leading axis of the arguments whose in_axes is 0).
 
@@ -318,7 +323,7 @@ def over_members(fn: Callable, in_axes: tuple, **jit_kwargs) -> Callable:
       for i in mapped_positions:
         full[i] = jax.tree.map(lambda x: x[m], hosts[i])
       outs.append(single(*full))
-    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *outs)
+    return stack_host(outs)
 
   return run
 
