@@ -2,7 +2,7 @@
 
 Commands:
   train    run pipeline stages of one experiment config in a workdir (the default command)
-             pkdot train --config=experiments/configs/synthetic.py --workdir=runs/syn [--stages=teacher,tnet]
+             pkdot train --config=synthetic --workdir=runs/syn [--stages=teacher,tnet]
                          [--config.distill.method=pkt --config.seeds=0,1]
            stages: pretrain_video, pretrain_privileged, teacher, tnet, student (default: config.pipeline);
            re-running the same command resumes; a finished stage is skipped.
@@ -74,27 +74,43 @@ def main(argv: list[str]) -> None:
       raise app.UsageError("train needs --config and --workdir")
     from pkdot_jax.train import loop
     results = loop.run_pipeline(FLAGS.config, FLAGS.workdir, tuple(FLAGS.stages) if FLAGS.stages else None)
-    from experiments import report
+    from pkdot_jax.study import report
     print(report.stage_table(results))
   elif command == "demo":
-    from experiments import demo
+    from pkdot_jax.study import demo
     kwargs = {"methods": tuple(FLAGS.methods)} if FLAGS.methods else {}
     demo.main(workdir=FLAGS.workdir or "runs/demo", quick=FLAGS.quick, **kwargs)
   elif command == "sweep":
     if FLAGS.sweep is None or FLAGS.workdir is None:
       raise app.UsageError("sweep needs --sweep and --workdir")
-    from experiments import sweep
+    from pkdot_jax.study import sweep
     sweep.main(FLAGS.sweep, FLAGS.workdir, FLAGS.shard)
   elif command == "report":
     workdir = positional[1] if len(positional) > 1 else FLAGS.workdir
     if workdir is None:
       raise app.UsageError("report needs a workdir: pkdot report WORKDIR")
-    from experiments import report
+    from pkdot_jax.study import report
     report.main(workdir)
+
+
+def _resolve_config_names(argv: list[str]) -> list[str]:
+  """`--config=synthetic:demo` (a built-in config's name) -> the file's path, which the flag parser loads."""
+  from pkdot_jax import configs
+
+  out = list(argv)
+  for i, arg in enumerate(out):
+    if arg.startswith("--config="):
+      value = arg[len("--config="):]
+      if value.partition(":")[0] in configs.BUILTIN:
+        out[i] = "--config=" + configs.resolve(value)
+    elif arg == "--config" and i + 1 < len(out) and out[i + 1].partition(":")[0] in configs.BUILTIN:
+      out[i + 1] = configs.resolve(out[i + 1])
+  return out
 
 
 def run() -> None:
   """Console-script entry point (`pkdot`)."""
+  sys.argv = _resolve_config_names(sys.argv)
   if any(a in ("-h", "--help", "help") for a in sys.argv[1:2]):
     print(_usage())
   app.run(main)

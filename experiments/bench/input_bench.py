@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from data_pipelines import biovid, loader, media, synthetic, transforms
+from pkdot_jax.data import biovid, loader, media, synthetic, transforms
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "tests" / "data"))
 import fakes  # noqa: E402  (the fake-layout writers of the data tests)

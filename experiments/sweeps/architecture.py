@@ -6,7 +6,7 @@
 
 def get_sweep():
   return {
-      "config": "experiments/configs/synthetic.py:demo",
+      "config": "synthetic:demo",
       "base": {"seeds": (0, 1, 2), "distill.method": "pkdot"},
       "grid": {
           "model.fusion.kind": ["gated", "jca", "concat"],

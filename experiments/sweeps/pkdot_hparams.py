@@ -4,7 +4,7 @@ weights and seeds of each cell train side by side in one compiled program (vmap)
   pkdot sweep --sweep=experiments/sweeps/pkdot_hparams.py --workdir=runs/pkdot_hparams [--shard=i/n]
 """
 
-CONFIG = "experiments/configs/synthetic.py:demo"
+CONFIG = "synthetic:demo"
 
 
 def get_sweep():

@@ -16,10 +16,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from data_pipelines import folds as folds_lib
-from data_pipelines import io as io_lib
-from data_pipelines import loader as loader_lib
-from data_pipelines import transforms as transforms_lib
+from pkdot_jax import data as data_lib
+from pkdot_jax.data import folds as folds_lib
+from pkdot_jax.data import io as io_lib
+from pkdot_jax.data import loader as loader_lib
+from pkdot_jax.data import transforms as transforms_lib
 from pkdot_jax.train import parallel
 
 
@@ -104,14 +105,6 @@ def _check_sampling_rates(source, config) -> None:
                        f"{model_fs}; set --config.{field}={metadata[key]}")
 
 
-def _manual_dir(dcfg, instructions: str) -> str:
-  manual_dir = dcfg.get("manual_dir") or ""
-  if not manual_dir:
-    raise ValueError(f"dataset {dcfg.name!r} is a manual download: set --config.data.manual_dir=/path/to/it "
-                     f"(the folder the files were extracted into).{instructions}")
-  return os.path.expanduser(manual_dir)
-
-
 _IN_MEMORY: dict[str, dict[str, Any]] = {}
 
 
@@ -136,19 +129,8 @@ def _record_fields(dcfg) -> dict[str, Any]:
 
 def _disk_sources(dcfg, data_dir: str) -> dict[str, Any]:
   """The dataset's data sources by split name; `config.data.overrides` are builder-config fields."""
-  overrides = dict(dcfg.get("overrides", {}))
-  if dcfg.name == "pkdot_synthetic":
-    from data_pipelines import synthetic
-    return synthetic.prepare(data_dir, dcfg.config_name, dcfg.dataset_seed, **overrides)
-  if dcfg.name == "biovid":
-    from data_pipelines import biovid
-    return biovid.prepare(data_dir, _manual_dir(dcfg, biovid.Biovid.MANUAL_DOWNLOAD_INSTRUCTIONS),
-                          dcfg.config_name, **overrides)
-  if dcfg.name == "affwild2":
-    from data_pipelines import affwild2
-    return affwild2.prepare(data_dir, _manual_dir(dcfg, affwild2.Affwild2.MANUAL_DOWNLOAD_INSTRUCTIONS),
-                            dcfg.config_name, **overrides)
-  raise ValueError(f"unknown dataset {dcfg.name!r}; expected 'pkdot_synthetic', 'biovid' or 'affwild2'")
+  return data_lib.prepare(dcfg.name, data_dir, config_name=dcfg.config_name, manual_dir=dcfg.get("manual_dir", ""),
+                          seed=dcfg.dataset_seed, **dict(dcfg.get("overrides", {})))
 
 
 def _labels(source, indices=None) -> np.ndarray:

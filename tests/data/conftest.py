@@ -2,7 +2,7 @@
 
 import pytest
 
-from data_pipelines import synthetic
+from pkdot_jax.data import synthetic
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import fakes  # tests/data, put on sys.path by tests/experiments/conftest.py
-from data_pipelines import io as io_lib
-from experiments.configs import affwild2_va, biovid_5class, biovid_binary
+from pkdot_jax.data import io as io_lib
+from pkdot_jax.configs import affwild2_va, biovid_5class, biovid_binary
 from pkdot_jax import models
 from pkdot_jax.train import input as input_lib
 from pkdot_jax.train import loop

@@ -5,10 +5,10 @@ import os
 
 import pytest
 
-from experiments import demo, report, sweep
+from pkdot_jax.study import demo, report, sweep
 from pkdot_jax.train import loop
 
-SMOKE = os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "configs", "synthetic.py") + ":smoke"
+SMOKE = "synthetic:smoke"
 
 
 def test_shards_partition_the_grid():
@@ -109,7 +109,7 @@ def test_demo_quick_end_to_end(tmp_path, monkeypatch):
   """`pkdot demo --quick` as the README runs it (every method, 2 folds x 2 seeds), into a temporary data dir:
   teachers, T-Nets, students, the paired comparison and the plots; the embedding- and logit-based methods
   share one compiled student program."""
-  monkeypatch.setattr(demo, "CONFIG", "experiments/configs/synthetic.py")
+  monkeypatch.setattr(demo, "CONFIG", "synthetic")
   original = demo.demo_sweep
 
   def local_sweep(quick, methods):

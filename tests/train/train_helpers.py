@@ -1,6 +1,6 @@
 """Helpers of the training tests (imported by file name: pytest puts this folder on sys.path)."""
 
-from experiments.configs import synthetic
+from pkdot_jax.configs import synthetic
 
 
 def smoke_config(data_dir, **changes):

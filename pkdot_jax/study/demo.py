@@ -3,12 +3,12 @@
   pkdot demo [--quick] [--workdir=runs/demo]
 
 Generates the synthetic dataset (seconds), trains one multimodal teacher (video + physiological signal) and one
-T-Net per subject-disjoint fold, then a video-only student per distillation method (experiments/methods.py) over
+T-Net per subject-disjoint fold, then a video-only student per distillation method (pkdot_jax/study/methods.py) over
 the folds, with two seeds per run trained as members of one program, and writes <workdir>/report/: report.md,
 results.csv, methods.png (bar chart), learning_curves.png, similarity.png (teacher vs student cosine-similarity
 matrices without and with PKDOT). The ten distillation methods share one compiled student program (the sweep
 sets `distill.branches`), compiled once for every fold and seed. The synthetic benefit of privileged
-information is a property of data we designed (see data_pipelines/synthetic): a demonstration of the machinery,
+information is a property of data we designed (see pkdot_jax/data/synthetic): a demonstration of the machinery,
 not a reproduction of the paper."""
 
 from __future__ import annotations
@@ -21,18 +21,17 @@ import time
 import jax
 import numpy as np
 
-from experiments import methods as methods_lib
-from experiments import report as report_lib
-from experiments import sweep as sweep_lib
+from pkdot_jax.study import methods as methods_lib
+from pkdot_jax.study import report as report_lib
+from pkdot_jax.study import sweep as sweep_lib
 
-CONFIG = "experiments/configs/synthetic.py"
+CONFIG = "synthetic"  # a built-in config name (pkdot_jax/configs)
 
 
 def demo_sweep(quick: bool, methods: tuple[str, ...] = methods_lib.DEMO_METHODS) -> dict:
-  config_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), CONFIG)
   if "video_only" not in methods:
     raise ValueError("the demo compares every method with the video_only baseline: include it")
-  return {"config": f"{config_path}:{'demo_quick' if quick else 'demo'}",
+  return {"config": f"{CONFIG}:{'demo_quick' if quick else 'demo'}",
           "base": {"seeds": (0, 1)},
           "grid": {"method": list(methods), "data.fold": [0, 1] if quick else [0, 1, 2]}}
 

@@ -1,10 +1,10 @@
 """Paper setup on Aff-Wild2 valence/arousal (ABAW VA challenge): audio-visual JCA teacher, video-only PKDOT student.
 
-  pkdot train --config=experiments/configs/affwild2_va.py --workdir=runs/affwild2_va \\
+  pkdot train --config=affwild2_va --workdir=runs/affwild2_va \\
       --config.data.manual_dir=/path/to/affwild2
-  pkdot train --config=experiments/configs/affwild2_va.py:authors --workdir=runs/affwild2_va_authors \\
+  pkdot train --config=affwild2_va:authors --workdir=runs/affwild2_va_authors \\
       --config.data.manual_dir=/path/to/affwild2
-  pkdot train --config=experiments/configs/affwild2_va.py:smoke --workdir=/tmp/smoke \\
+  pkdot train --config=affwild2_va:smoke --workdir=/tmp/smoke \\
       --config.data.manual_dir=/path/to/fake_affwild2      # tiny models, 1 epoch (what the tests run)
 
 Seeds side by side: `--config.seeds=0,1,2`. Variants (comma-separated after the colon):
@@ -35,12 +35,12 @@ different sides of the train/validation hold-out, never of train/test, which the
 Data: Aff-Wild2 is distributed by the ABAW organisers after an EULA (https://ibug.doc.ic.ac.uk/resources/aff-wild2/).
 Put into `<manual_dir>`: `cropped_aligned/<video>/00001.jpg ...`,
 `<anything>/VA_Estimation_Challenge/{Train_Set,Validation_Set}/<video>.txt` and the raw videos with audio
-(`videos/<base>.mp4` or `.avi`, any depth); see data_pipelines/affwild2 MANUAL_DOWNLOAD_INSTRUCTIONS. The first run
+(`videos/<base>.mp4` or `.avi`, any depth); see pkdot_jax/data/affwild2 MANUAL_DOWNLOAD_INSTRUCTIONS. The first run
 builds the array_record set (decoding audio with PyAV) under `config.data.data_dir` once.
 """
 
-from experiments.configs import biovid_binary
-from experiments.configs import common
+from pkdot_jax.configs import biovid_binary
+from pkdot_jax.configs import common
 
 
 def get_config(arg: str = ""):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from data_pipelines import folds
+from pkdot_jax.data import folds
 
 
 def test_subject_folds_disjoint_and_cover():

@@ -1,13 +1,13 @@
 """PKDOT on the embedded synthetic dataset (binary pain-like task), tiny models: runs on a laptop CPU.
 
-  pkdot train --config=experiments/configs/synthetic.py --workdir=runs/synthetic
-  pkdot train --config=experiments/configs/synthetic.py:smoke --workdir=/tmp/smoke   # seconds, for tests
+  pkdot train --config=synthetic --workdir=runs/synthetic
+  pkdot train --config=synthetic:smoke --workdir=/tmp/smoke   # seconds, for tests
 
 Data: generated on first use under config.data.data_dir (no download). Pipeline: teacher (video + physio,
 gated per-sample fusion) -> T-Net (MSE) -> student (video + T-Net + fusion) with task + 0.6 x PKDOT.
 """
 
-from experiments.configs import common
+from pkdot_jax.configs import common
 
 
 def get_config(arg: str = ""):

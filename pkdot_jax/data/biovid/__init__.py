@@ -1,5 +1,5 @@
 """BioVid Heat Pain Database builder (manual download)."""
 
-from data_pipelines.biovid.builder import Biovid, BiovidConfig, make_config, prepare, read_bio_csv, read_samples_csv
+from pkdot_jax.data.biovid.builder import Biovid, BiovidConfig, make_config, prepare, read_bio_csv, read_samples_csv
 
 __all__ = ["Biovid", "BiovidConfig", "make_config", "prepare", "read_bio_csv", "read_samples_csv"]

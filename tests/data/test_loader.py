@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from data_pipelines import loader, transforms
+from pkdot_jax.data import loader, transforms
 
 
 def _indices(batches):

@@ -67,7 +67,7 @@ def base_config(model_size: str = "tiny") -> ml_collections.ConfigDict:
   config.distill.mt_pkdot = False
   config.distill.kwargs = ml_collections.ConfigDict({"k": 30, "epsilon": 0.01})
   # Losses compiled into one student program ({"method", "kwargs", "mt_pkdot"} each; the run's own must be one):
-  # runs differing only in the loss then share a compiled step. Sweeps fill it (experiments/sweep.py).
+  # runs differing only in the loss then share a compiled step. Sweeps fill it (pkdot_jax/study/sweep.py).
   config.distill.branches = ()
 
   config.checkpoint = ml_collections.ConfigDict()

@@ -5,7 +5,7 @@ under subject-disjoint k-fold cross-validation: video alone, physio alone, audio
 video + audio. The privileged pairs must clearly beat video alone, and video alone must be above chance so that
 distillation has something to improve. Run:
 
-  python -m data_pipelines.synthetic.usefulness --config binary --seed 0
+  python -m pkdot_jax.data.synthetic.usefulness --config binary --seed 0
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import json
 
 import numpy as np
 
-from data_pipelines import folds as folds_lib
-from data_pipelines.synthetic import generator
+from pkdot_jax.data import folds as folds_lib
+from pkdot_jax.data.synthetic import generator
 
 
 def video_features(video: np.ndarray) -> np.ndarray:

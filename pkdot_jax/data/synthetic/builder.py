@@ -8,7 +8,7 @@ noise; an EMG/ECG-like physio window (1024 x 2 at 512 Hz) and a voice-like audio
 p (and arousal / valence) *strongly*.
 
 One split, "train", holds every example (index i is position i); train / val / test come from
-`data_pipelines.folds.subject_folds` on the subject ids, which are also stored in `info.metadata["subject"]`
+`pkdot_jax.data.folds.subject_folds` on the subject ids, which are also stored in `info.metadata["subject"]`
 (so folds need no decoding pass).
 
 Example fields (per example; the loader adds the batch axis):
@@ -30,8 +30,8 @@ import json
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_pipelines import io as io_lib
-from data_pipelines.synthetic import generator
+from pkdot_jax.data import io as io_lib
+from pkdot_jax.data.synthetic import generator
 
 _TINY = dict(num_subjects=6, samples_per_subject=10, num_frames=4, height=16, width=16, physio_length=256,
              audio_length=512)

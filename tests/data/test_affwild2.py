@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from data_pipelines import affwild2
-from data_pipelines import io as io_lib
+from pkdot_jax.data import affwild2
+from pkdot_jax.data import io as io_lib
 import fakes  # tests/data is on sys.path (pytest rootdir-relative import mode)
 
 SMALL = dict(num_frames=4, height=8, width=8, clip_stride=1, audio_fs=8000, nominal_fps=10.0)

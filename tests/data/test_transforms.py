@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from data_pipelines import transforms
+from pkdot_jax.data import transforms
 
 
 def test_frame_indices():

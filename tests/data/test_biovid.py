@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from data_pipelines import biovid
-from data_pipelines import io as io_lib
+from pkdot_jax.data import biovid
+from pkdot_jax.data import io as io_lib
 import fakes  # tests/data is on sys.path (pytest rootdir-relative import mode)
 
 SMALL = dict(num_frames=4, height=16, width=16, window_length=512)

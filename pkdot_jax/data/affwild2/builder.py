@@ -31,8 +31,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from data_pipelines import io as io_lib
-from data_pipelines import media
+from pkdot_jax.data import io as io_lib
+from pkdot_jax.data import media
 
 NO_LABEL = -5.0
 _SPLITS = {"train": "Train_Set", "validation": "Validation_Set"}
@@ -78,7 +78,7 @@ class Affwild2(io_lib.ArrayRecordBuilder):
     cropped_aligned/<video>/00001.jpg ...
     <anything>/VA_Estimation_Challenge/{Train_Set,Validation_Set}/<video>.txt
     videos/<base>.mp4 or .avi   (raw videos with audio; <base>_left/_right use <base>)
-  Pass manual_dir to data_pipelines.affwild2.prepare(...).
+  Pass manual_dir to pkdot_jax.data.affwild2.prepare(...).
   """
 
   def _info(self) -> tfds.core.DatasetInfo:

@@ -1,4 +1,4 @@
-"""Host-side (NumPy) per-example transforms for `data_pipelines.loader.make_loader(transforms=...)`.
+"""Host-side (NumPy) per-example transforms for `pkdot_jax.data.loader.make_loader(transforms=...)`.
 
 Each transform is a picklable callable `(example: dict, rng: np.random.Generator) -> dict` (deterministic ones
 ignore rng) and returns a new dict. Video is (T, H, W, 3) channels-last, uint8 until `Normalize`, float32 after.

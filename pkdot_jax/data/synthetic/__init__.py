@@ -1,6 +1,6 @@
 """The embedded synthetic dataset: `prepare(data_dir, config_name, seed, **overrides)` -> data sources.
 
-Generative process and fields: `data_pipelines.synthetic.builder` / `generator` docstrings.
+Generative process and fields: `pkdot_jax.data.synthetic.builder` / `generator` docstrings.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import os
 
 import tensorflow_datasets as tfds
 
-from data_pipelines.synthetic.builder import PkdotSynthetic, SyntheticConfig, make_config
-from data_pipelines.synthetic.generator import PHYSIO_CHANNELS, SyntheticSpec, generate_arrays
+from pkdot_jax.data.synthetic.builder import PkdotSynthetic, SyntheticConfig, make_config
+from pkdot_jax.data.synthetic.generator import PHYSIO_CHANNELS, SyntheticSpec, generate_arrays
 
 __all__ = ["PHYSIO_CHANNELS", "PkdotSynthetic", "SyntheticConfig", "SyntheticSpec", "generate_arrays",
            "make_config", "prepare", "prepare_builder"]
@@ -47,7 +47,7 @@ def prepare(data_dir: str | os.PathLike, config_name: str = "binary", seed: int 
   """Builds (or reuses) the synthetic dataset and returns {split: random-access data source}.
 
   The only split is "train" (all examples, record i has index i); make train / val / test with
-  `data_pipelines.folds.subject_folds(data_pipelines.io.example_subjects(sources["train"]), ...)`.
+  `pkdot_jax.data.folds.subject_folds(pkdot_jax.data.io.example_subjects(sources["train"]), ...)`.
   Arguments as in `prepare_builder`.
   """
   builder = prepare_builder(data_dir, config_name, seed, quiet=quiet, **overrides)

@@ -1,10 +1,10 @@
 """Paper setup on the BioVid Heat Pain Database: BL1 (no pain) vs PA4 (highest pain), PKDOT student.
 
-  pkdot train --config=experiments/configs/biovid_binary.py --workdir=runs/biovid_binary/fold0 \\
+  pkdot train --config=biovid_binary --workdir=runs/biovid_binary/fold0 \\
       --config.data.manual_dir=/path/to/biovid --config.data.fold=0
-  pkdot train --config=experiments/configs/biovid_binary.py:authors --workdir=runs/biovid_binary_authors/fold0 \\
+  pkdot train --config=biovid_binary:authors --workdir=runs/biovid_binary_authors/fold0 \\
       --config.data.manual_dir=/path/to/biovid
-  pkdot train --config=experiments/configs/biovid_binary.py:smoke --workdir=/tmp/smoke \\
+  pkdot train --config=biovid_binary:smoke --workdir=/tmp/smoke \\
       --config.data.manual_dir=/path/to/fake_biovid        # tiny models, 1 epoch (what the tests run)
 
 Run folds 0..4 (`--config.data.fold=k`, one workdir each) and seeds (`--config.seeds=0,1,2`, trained side by side)
@@ -39,13 +39,13 @@ conversion; wiring it into the teacher's initialisation is a separate change).
 Data: BioVid is licence-gated (https://www.nit.ovgu.de/BioVid.html). Extract it so that
 `<manual_dir>/PartA` (or `PartB`) contains `samples.csv`, `biosignals_filtered/<subject>/<sample>_bio.csv` and
 either `video/<subject>/<sample>.mp4` or pre-extracted face crops `frames/<subject>/<sample>/img_00001.jpg ...`
-(see data_pipelines/biovid MANUAL_DOWNLOAD_INSTRUCTIONS). The first run builds the array_record set under
+(see pkdot_jax/data/biovid MANUAL_DOWNLOAD_INSTRUCTIONS). The first run builds the array_record set under
 `config.data.data_dir` (default ~/tensorflow_datasets) once; later runs and folds reuse it.
 """
 
 from __future__ import annotations
 
-from experiments.configs import common
+from pkdot_jax.configs import common
 
 VARIANTS = ("authors", "partb", "smoke")
 

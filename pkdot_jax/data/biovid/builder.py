@@ -18,7 +18,7 @@ training transform applied to these), resized to (height, width); the chosen phy
 
 Example fields: video uint8 (T, H, W, 3); physio float32 (window_length, C) in `channels` order; label int64;
 pain_level int32 (0 = BL1 .. 4 = PA4); subject, index, video_id int32; subject_name, sample_name text.
-One split, "train" (all samples); subject-disjoint folds come from data_pipelines.folds.subject_folds.
+One split, "train" (all samples); subject-disjoint folds come from pkdot_jax.data.folds.subject_folds.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from data_pipelines import io as io_lib
-from data_pipelines import media, transforms
+from pkdot_jax.data import io as io_lib
+from pkdot_jax.data import media, transforms
 
 FS = 512
 LEVEL_NAMES = ("BL1", "PA1", "PA2", "PA3", "PA4")
@@ -84,7 +84,7 @@ class Biovid(io_lib.ArrayRecordBuilder):
     biosignals_filtered/<subject>/<sample>_bio.csv   (biosignals_raw/ with config biosignals="raw")
     video/<subject>/<sample>.mp4                      and/or
     frames/<subject>/<sample>/img_00001.jpg ...       (pre-extracted face crops)
-  Pass manual_dir to data_pipelines.biovid.prepare(...) (or tfds DownloadConfig(manual_dir=...)).
+  Pass manual_dir to pkdot_jax.data.biovid.prepare(...) (or tfds DownloadConfig(manual_dir=...)).
   """
 
   def _info(self) -> tfds.core.DatasetInfo:

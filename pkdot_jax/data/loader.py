@@ -185,7 +185,7 @@ def make_loader(source, indices: Sequence[int] | np.ndarray | None = None, *, ba
     num_epochs: number of passes; None = endless.
     drop_remainder: drop the incomplete last batch of each epoch (all hosts drop alike).
     pad: (when not dropping) pad the last batch to B with mask=False copies; False -> a smaller last batch.
-    transforms: callables `(example, rng) -> example`, applied in order (see data_pipelines.transforms).
+    transforms: callables `(example, rng) -> example`, applied in order (see pkdot_jax.data.transforms).
     shard_index, shard_count: this process's shard; shards partition each epoch's examples.
     worker_count: grain worker processes (0 = in-process).
     read_threads: grain read threads per process.

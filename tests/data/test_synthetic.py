@@ -6,9 +6,9 @@ import pathlib
 import numpy as np
 import pytest
 
-from data_pipelines import io as io_lib
-from data_pipelines import synthetic
-from data_pipelines.synthetic import generator, usefulness
+from pkdot_jax.data import io as io_lib
+from pkdot_jax.data import synthetic
+from pkdot_jax.data.synthetic import generator, usefulness
 
 
 def _record_bytes(data_dir, config_name):

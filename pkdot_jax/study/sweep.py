@@ -1,10 +1,10 @@
 """Ablation sweeps: a grid of config overrides, one workdir per run, resumable, shardable, aggregated.
 
 A sweep file defines `get_sweep()` returning
-  {"config": "experiments/configs/NAME.py[:variant]",   # the experiment config
+  {"config": "NAME[:variant]" or a path,  # the experiment config
    "base": {"seeds": (0, 1, 2), ...},                   # overrides applied to every run
    "grid": {"method": [...], "distill.kwargs.k": [...], "data.fold": [0, 1, 2], ...}}
-Grid keys are dotted config paths, plus `method` (a preset of experiments/methods.py). Seeds and lists of
+Grid keys are dotted config paths, plus `method` (a preset of pkdot_jax/study/methods.py). Seeds and lists of
 distillation weights are not grid axes: `seeds=(0, 1, 2)` or `distill.weight=(0.2, 0.6, 1.0)` in one run train
 all members in one compiled program (vmap).
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib.util
 import itertools
 import json
 import os
@@ -36,24 +35,14 @@ from typing import Any, Callable
 
 import ml_collections
 
-from experiments import methods as methods_lib
+from pkdot_jax import configs as configs_lib
+from pkdot_jax.study import methods as methods_lib
 
-
-
-def load_module(path: str, name: str):
-  spec = importlib.util.spec_from_file_location(name, path)
-  if spec is None or spec.loader is None:
-    raise FileNotFoundError(f"cannot load {path}")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
-  """`path/to/config.py[:variant]` -> get_config(variant)."""
-  path, _, arg = spec.partition(":")
-  module = load_module(path, "pkdot_experiment_config")
-  return module.get_config(arg) if arg else module.get_config()
+  """`NAME[:variant]` (a built-in config) or `path/to/config.py[:variant]` -> get_config(variant)."""
+  return configs_lib.load(spec)
 
 
 def _freeze(value: Any) -> Any:
@@ -207,9 +196,9 @@ def run_sweep(sweep: dict[str, Any], root: str, shard: str = "0/1",
 
 
 def main(sweep_path: str, root: str, shard: str = "0/1") -> None:
-  sweep = load_module(sweep_path, "pkdot_sweep").get_sweep()
+  sweep = configs_lib.load_module(sweep_path, "pkdot_sweep").get_sweep()
   run_sweep(sweep, root, shard)
-  from experiments import report
+  from pkdot_jax.study import report
   if parse_shard(shard)[1] == 1:
     report.main(root)
   else:

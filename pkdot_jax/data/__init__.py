@@ -1,0 +1,38 @@
+"""Datasets: tfds builders that write array_record (`synthetic/`, `biovid/`, `affwild2/`), read through
+`tfds.data_source` and grain without TensorFlow; folds, loader, host transforms, media decoding.
+
+`prepare(name, data_dir, ...)` builds a dataset once (or reuses it) and returns its data sources by split.
+Batch format and the formats of the stored records: docs/data.md.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+DATASETS = ("pkdot_synthetic", "biovid", "affwild2")
+
+
+def prepare(name: str, data_dir: str, *, config_name: str, manual_dir: str = "", seed: int = 0,
+            **overrides) -> dict[str, Any]:
+  """{split: random-access data source} of dataset `name` under `data_dir`, built on first use.
+
+  `manual_dir`: the extracted download (biovid, affwild2); `seed`: the synthetic set's generation seed;
+  `overrides`: builder-config fields (see each builder's `make_config`).
+  """
+  data_dir = os.path.expanduser(data_dir)
+  if name == "pkdot_synthetic":
+    from pkdot_jax.data import synthetic
+    return synthetic.prepare(data_dir, config_name, seed, **overrides)
+  if name not in ("biovid", "affwild2"):
+    raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+  if name == "biovid":
+    from pkdot_jax.data import biovid as module
+    instructions = module.Biovid.MANUAL_DOWNLOAD_INSTRUCTIONS
+  else:
+    from pkdot_jax.data import affwild2 as module
+    instructions = module.Affwild2.MANUAL_DOWNLOAD_INSTRUCTIONS
+  if not manual_dir:
+    raise ValueError(f"dataset {name!r} is a manual download: set --config.data.manual_dir=/path/to/it "
+                     f"(the folder the files were extracted into).{instructions}")
+  return module.prepare(data_dir, os.path.expanduser(manual_dir), config_name, **overrides)
