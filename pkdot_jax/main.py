@@ -72,8 +72,9 @@ def main(argv: list[str]) -> None:
   if command == "train":
     if FLAGS.config is None or FLAGS.workdir is None:
       raise app.UsageError("train needs --config and --workdir")
-    from pkdot_jax.train import loop
-    results = loop.run_pipeline(FLAGS.config, FLAGS.workdir, tuple(FLAGS.stages) if FLAGS.stages else None)
+    from pkdot_jax.train import loop, programs
+    results = loop.run_pipeline(FLAGS.config, FLAGS.workdir, tuple(FLAGS.stages) if FLAGS.stages else None,
+                                context=programs.Context())
     from pkdot_jax.study import report
     print(report.stage_table(results))
   elif command == "demo":

@@ -147,7 +147,7 @@ class Bench:
   def state(self, *, with_teacher: bool) -> TrainState:
     params, batch_stats = self.student_vars["params"], self.student_vars.get("batch_stats", {})
     frozen = {"teacher": self.teacher_vars} if with_teacher else {}
-    state = TrainState.create(params=params, batch_stats=batch_stats, tx=self.tx, frozen=frozen,
+    state = TrainState.create(params=params, batch_stats=batch_stats, opt_state=self.tx.init(params), frozen=frozen,
                               hparams={"distill_weight": self.config.distill.weight})
     return parallel.replicate(state, self.mesh)
 
@@ -181,7 +181,7 @@ class Bench:
       state, batch = self.state(with_teacher=False), self.batch(fields)
     else:
       raise ValueError(f"variant must be one of {VARIANTS + TRAPS}, got {variant!r}")
-    return steps.jit_step(steps.make_train_step(loss_fn), self.mesh), state, batch
+    return steps.jit_step(steps.make_train_step(loss_fn, self.tx), self.mesh), state, batch
 
 
 # ------------------------------------------------------------------------------------------------ timing

@@ -4,7 +4,7 @@
 
 Times the trainer's own PKDOT student step (tiny models, teacher forward inside) for M members: one vmapped
 program over M stacked states and batches, one lax.map program (members in sequence inside it; what
-`steps.over_members` uses on CPUs), and M separate calls of the single-member program per step. Prints one JSON
+`parallel.over_members` uses on CPUs), and M separate calls of the single-member program per step. Prints one JSON
 line per M with ms per step of all members, the speedups over sequential calls, and compile seconds.
 """
 
@@ -23,13 +23,13 @@ from pkdot_jax.train import steps
 from pkdot_jax.train.state import TrainState
 
 
-TX = optax.adam(1e-3)  # one optimizer object: stacked states must share their static fields
+TX = optax.adam(1e-3)
 
 
 def _member(cfg, teacher, student, batch, seed):
   t_vars = models.init_variables(teacher, batch, seed=100 + seed)
   s_vars = models.init_variables(student, {"video": batch["video"]}, seed=seed)
-  return TrainState.create(params=s_vars["params"], batch_stats=s_vars["batch_stats"], tx=TX,
+  return TrainState.create(params=s_vars["params"], batch_stats=s_vars["batch_stats"], opt_state=TX.init(s_vars["params"]),
                            frozen={"teacher": t_vars}, hparams={"distill_weight": 0.6})
 
 
@@ -58,9 +58,9 @@ def main() -> None:
   teacher, student = models.build_teacher(cfg), models.build_student(cfg)
   loss_fn = steps.student_loss(student, teacher, "classification",
                                {"method": "pkdot", "kwargs": {"k": 8, "epsilon": 0.01}})
-  single = jax.jit(steps.make_train_step(loss_fn))
-  batched = jax.jit(jax.vmap(steps.make_train_step(loss_fn)))
-  step_fn = steps.make_train_step(loss_fn)
+  single = jax.jit(steps.make_train_step(loss_fn, TX))
+  batched = jax.jit(jax.vmap(steps.make_train_step(loss_fn, TX)))
+  step_fn = steps.make_train_step(loss_fn, TX)
   mapped = jax.jit(lambda state, batch, keys: jax.lax.map(lambda a: step_fn(*a), (state, batch, keys)))
   device = jax.devices()[0]
   for m in args.members:

@@ -66,9 +66,6 @@ def base_config(model_size: str = "tiny") -> ml_collections.ConfigDict:
   config.distill.task_weight = 1.0
   config.distill.mt_pkdot = False
   config.distill.kwargs = ml_collections.ConfigDict({"k": 30, "epsilon": 0.01})
-  # Losses compiled into one student program ({"method", "kwargs", "mt_pkdot"} each; the run's own must be one):
-  # runs differing only in the loss then share a compiled step. Sweeps fill it (pkdot_jax/study/sweep.py).
-  config.distill.branches = ()
 
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.every_steps = 0  # 0: at the end of every epoch only

@@ -7,7 +7,7 @@ T-Net per subject-disjoint fold, then a video-only student per distillation meth
 the folds, with two seeds per run trained as members of one program, and writes <workdir>/report/: report.md,
 results.csv, methods.png (bar chart), learning_curves.png, similarity.png (teacher vs student cosine-similarity
 matrices without and with PKDOT). The ten distillation methods share one compiled student program (the sweep
-sets `distill.branches`), compiled once for every fold and seed. The synthetic benefit of privileged
+declares their losses to the context's programs), compiled once for every fold and seed. The synthetic benefit of privileged
 information is a property of data we designed (see pkdot_jax/data/synthetic): a demonstration of the machinery,
 not a reproduction of the paper."""
 
@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from pkdot_jax.study import methods as methods_lib
+from pkdot_jax.train.programs import Context
 from pkdot_jax.study import report as report_lib
 from pkdot_jax.study import sweep as sweep_lib
 
@@ -47,14 +48,14 @@ def teacher_rows(root: str) -> list[dict]:
   return rows
 
 
-def similarity_figure(root: str, path: str) -> dict[str, float]:
+def similarity_figure(root: str, path: str, context: Context) -> dict[str, float]:
   """Teacher vs student cosine-similarity matrices on fold 0's first test batch, without and with PKDOT."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   from pkdot_jax import losses
-  from pkdot_jax.train import checkpoint, input as input_lib, loop, parallel
+  from pkdot_jax.train import checkpoint, evaluation, input as input_lib, parallel
 
   def run_dir(method):
     return os.path.join(root, "runs", sweep_lib.run_name({"method": method, "data.fold": 0}))
@@ -65,7 +66,7 @@ def similarity_figure(root: str, path: str) -> dict[str, float]:
   config = sweep_lib.apply_overrides(sweep_config, {"method": "pkdot", "data.fold": 0,
                                                     "seeds": tuple(pkdot_config["seeds"])})
   mesh = parallel.make_mesh(config.get("num_devices"))
-  data = input_lib.load(config)
+  data = input_lib.load(config, context.datasets)
   local = next(iter(data.eval_batches("test", config.eval_batch_size)))
   mask = local["mask"].astype(bool)
   batch = parallel.global_batch({k: v for k, v in local.items() if v.dtype.kind not in "OUS"}, mesh)
@@ -74,11 +75,13 @@ def similarity_figure(root: str, path: str) -> dict[str, float]:
     return np.asarray(outputs["embedding"][0] if vmapped else outputs["embedding"])[mask]
 
   teacher_vars = checkpoint.load_variables(os.path.join(pkdot_config["teacher_workdir"], "teacher", "best"))
-  embeddings = {"teacher": member0(loop.eval_program("teacher", config, vmapped)(teacher_vars, None, batch))}
+  teacher_eval = evaluation.eval_program("teacher", config, vmapped, context.programs)
+  embeddings = {"teacher": member0(teacher_eval(teacher_vars, None, batch))}
   for method, label in (("video_only", "student without distillation"), ("pkdot", "student with PKDOT")):
     method_config = sweep_lib.apply_overrides(config, {"method": method})
     student_vars = checkpoint.load_variables(os.path.join(run_dir(method), "student", "best"))
-    embeddings[label] = member0(loop.eval_program("student", method_config, vmapped)(student_vars, None, batch))
+    embeddings[label] = member0(evaluation.eval_program("student", method_config, vmapped, context.programs)(
+        student_vars, None, batch))
   fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
   divergences = {}
   for ax, (label, emb) in zip(axes, embeddings.items()):
@@ -100,10 +103,12 @@ def similarity_figure(root: str, path: str) -> dict[str, float]:
 
 
 def main(workdir: str = "runs/demo", quick: bool = False,
-         methods: tuple[str, ...] = methods_lib.DEMO_METHODS) -> str:
+         methods: tuple[str, ...] = methods_lib.DEMO_METHODS, context: Context | None = None) -> str:
+  """Runs the demo into `workdir` and returns the report's text; `context`: compiled programs and caches."""
   t0 = time.time()
+  context = context or Context()
   sweep = demo_sweep(quick, tuple(methods))
-  sweep_lib.run_sweep(sweep, workdir)
+  sweep_lib.run_sweep(sweep, workdir, context=context)
   out_dir = os.path.join(workdir, "report")
   os.makedirs(out_dir, exist_ok=True)
   rows = report_lib.collect(workdir)
@@ -119,7 +124,7 @@ def main(workdir: str = "runs/demo", quick: bool = False,
                               for m in methods}, "accuracy")
   divergences = {}
   if "pkdot" in methods:
-    divergences = similarity_figure(workdir, os.path.join(out_dir, "similarity.png"))
+    divergences = similarity_figure(workdir, os.path.join(out_dir, "similarity.png"), context)
   wall = time.time() - t0
   folds, seeds = sweep["grid"]["data.fold"], sweep["base"]["seeds"]
   text = "\n".join([

@@ -11,8 +11,8 @@ all members in one compiled program (vmap).
   pkdot sweep --sweep=experiments/sweeps/NAME.py --workdir=runs/NAME [--shard=i/n]
 
 Runs that differ only in the distillation loss (method, its kwargs and weights), seed or fold share one
-compiled student program: the sweep lists their losses in `distill.branches` and each run selects its own
-(a switch inside the step). `"share_programs"` in the sweep: "auto" (default) shares on CPUs and wherever runs
+compiled student program: the sweep declares their losses to the `Programs` of its context
+(`Programs.share_losses`) and each run selects its own (a switch inside the step). `"share_programs"` in the sweep: "auto" (default) shares on CPUs and wherever runs
 have one member each (under vmap a switch computes every branch), True / False force it.
 
 Layout: <workdir>/runs/<run name>/ per run, <workdir>/teachers/<key>/ for teachers and T-Nets shared by all runs
@@ -36,6 +36,8 @@ from typing import Any, Callable
 import ml_collections
 
 from pkdot_jax import configs as configs_lib
+from pkdot_jax.train import checkpoint, loop, parallel, stages
+from pkdot_jax.train.programs import Context
 from pkdot_jax.study import methods as methods_lib
 
 
@@ -112,53 +114,21 @@ def shard_runs(runs: list, shard: str) -> list:
 
 def teacher_key(config: ml_collections.ConfigDict) -> str:
   """Hash of the teacher-side config: runs with the same key share one teacher and T-Net."""
-  from pkdot_jax.train import checkpoint, loop
-
-  tree = checkpoint.drop_fields(checkpoint.config_to_dict(config), loop.STUDENT_ONLY_FIELDS)
+  tree = checkpoint.drop_fields(checkpoint.config_to_dict(config), stages.FIELDS.teacher_neutral)
   return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:12]
 
 
-# Fields that select among the branches of a shared student program, or do not shape programs at all.
-_PROGRAM_NEUTRAL_FIELDS = ("distill.method", "distill.kwargs", "distill.mt_pkdot", "distill.weight",
-                           "distill.task_weight", "distill.branches", "seeds", "data.fold", "teacher_workdir")
-
-
-def share_programs(configs: list[ml_collections.ConfigDict]) -> None:
-  """Sets `distill.branches` of every config to the losses of all configs that share its program (in place)."""
-  from pkdot_jax.train import checkpoint, steps
-
-  groups: dict[str, list[ml_collections.ConfigDict]] = {}
-  for config in configs:
-    key = json.dumps(checkpoint.drop_fields(checkpoint.config_to_dict(config), _PROGRAM_NEUTRAL_FIELDS),
-                     sort_keys=True)
-    groups.setdefault(key, []).append(config)
-  for members in groups.values():
-    branches: list[dict[str, Any]] = []
-    for config in members:
-      entry = steps.distill_branch(config.distill)
-      if entry not in branches:
-        branches.append(entry)
-    if len(branches) > 1:
-      for config in members:
-        with config.unlocked():
-          config.distill.branches = tuple(branches)
-
-
 def _should_share(setting: Any, configs: list[ml_collections.ConfigDict]) -> bool:
-  """"auto": share where the selected branch alone runs: on CPUs (members run one after another), or when every
-  run has a single member. Under vmap (several members on an accelerator) a switch computes every branch."""
+  """"auto": share where a switch over the losses runs the selected one alone (`parallel.switch_runs_one_branch`:
+  on CPUs, or when every run has a single member); True / False force it."""
   if setting != "auto":
     return bool(setting)
-  import jax
-
-  from pkdot_jax.train import loop
-  return jax.default_backend() == "cpu" or all(len(loop.Members.from_config(c)) == 1 for c in configs)
+  return all(parallel.switch_runs_one_branch(len(loop.Members.from_config(c))) for c in configs)
 
 
-def run_one(config: ml_collections.ConfigDict, run_dir: str, teachers_root: str) -> dict[str, Any]:
+def run_one(config: ml_collections.ConfigDict, run_dir: str, teachers_root: str,
+            context: Context | None = None) -> dict[str, Any]:
   """Runs (or resumes, or skips) one run of a sweep; teacher stages live in the shared teacher dir."""
-  from pkdot_jax.train import loop
-
   key = teacher_key(config)
   with config.unlocked():
     config.teacher_workdir = os.path.join(teachers_root, key)
@@ -167,17 +137,19 @@ def run_one(config: ml_collections.ConfigDict, run_dir: str, teachers_root: str)
                       "result.json")
   if os.path.exists(done):  # finished: not started again
     return {}
-  return loop.run_pipeline(config, run_dir)
+  return loop.run_pipeline(config, run_dir, context=context)
 
 
 def run_sweep(sweep: dict[str, Any], root: str, shard: str = "0/1",
-              after_run: Callable[[str], None] | None = None) -> list[str]:
-  """Runs this shard's runs; returns their names. `after_run(name)` is called after each (tests use it)."""
+              after_run: Callable[[str], None] | None = None, context: Context | None = None) -> list[str]:
+  """Runs this shard's runs in one `Context` (compiled programs shared); returns their names. `after_run(name)`
+  is called after each (tests use it)."""
+  context = context or Context()
   base = load_config(sweep["config"])
   all_runs = expand(sweep)
   configs = {name: apply_overrides(base, overrides) for name, overrides in all_runs}
   if _should_share(sweep.get("share_programs", "auto"), list(configs.values())):
-    share_programs(list(configs.values()))  # over the whole grid, so every shard sets the same branches
+    context.programs.share_losses(configs.values())  # the whole grid: every shard compiles the same program
   runs = shard_runs(all_runs, shard)
   os.makedirs(root, exist_ok=True)
   with open(os.path.join(root, "sweep.json"), "w") as f:
@@ -187,7 +159,7 @@ def run_sweep(sweep: dict[str, Any], root: str, shard: str = "0/1",
   for name, _ in runs:
     config = configs[name]
     t0 = time.time()
-    ran = run_one(config, os.path.join(root, "runs", name), os.path.join(root, "teachers"))
+    ran = run_one(config, os.path.join(root, "runs", name), os.path.join(root, "teachers"), context)
     done.append(name)
     print(f"[sweep] {name}: {'done' if ran else 'already finished'} ({time.time() - t0:.1f} s)", flush=True)
     if after_run is not None:

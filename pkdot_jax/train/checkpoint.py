@@ -21,8 +21,7 @@ import jax
 import orbax.checkpoint as ocp
 
 # Fields that may change between a run and its resume without changing what the run computes.
-RESUME_IGNORED_FIELDS = ("log_every", "progress", "checkpoint.keep", "eval_only", "workdir",
-                         "distill.branches")  # which other losses share the compiled program
+RESUME_IGNORED_FIELDS = ("log_every", "progress", "checkpoint.keep", "eval_only", "workdir")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -51,13 +50,13 @@ def drop_fields(tree: dict[str, Any], paths) -> dict[str, Any]:
   return tree
 
 
-def check_or_write_config(workdir: str, config, drop: tuple[str, ...] = ()) -> None:
+def check_or_write_config(workdir: str, config, drop: tuple[str, ...] = (), *, write: bool = True) -> None:
   """Writes `config.json` on a fresh workdir; on an existing one, refuses a different config by name.
 
   `drop`: dotted fields left out of the comparison and the file (a shared teacher directory ignores the
-  student-side fields of the runs that use it).
+  student-side fields of the runs that use it). `write=False` only compares (the other processes of a
+  multi-process job: process 0 writes).
   """
-  os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, "config.json")
   current = drop_fields(config_to_dict(config), drop)
   if os.path.exists(path):
@@ -73,6 +72,9 @@ def check_or_write_config(workdir: str, config, drop: tuple[str, ...] = ()) -> N
       raise ValueError(f"workdir {workdir} holds a run with another config (differing fields: {details}). "
                        f"Use a new --workdir, or restore the original values to resume.")
     return
+  if not write:
+    return
+  os.makedirs(workdir, exist_ok=True)
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     json.dump(current, f, indent=2, sort_keys=True)

@@ -105,19 +105,17 @@ def _check_sampling_rates(source, config) -> None:
                        f"{model_fs}; set --config.{field}={metadata[key]}")
 
 
-_IN_MEMORY: dict[str, dict[str, Any]] = {}
-
-
-def _sources(dcfg, data_dir: str) -> dict[str, Any]:
-  """The dataset's data sources by split name. With `config.data.in_memory`, records are decoded once per
-  process and kept in memory (small datasets: the synthetic demo)."""
+def _sources(dcfg, data_dir: str, datasets: dict[str, Any] | None) -> dict[str, Any]:
+  """The dataset's data sources by split name. With `config.data.in_memory`, records are decoded once and kept
+  in `datasets` (the caller's in-memory cache, `programs.Context.datasets`; small datasets: the synthetic
+  demo)."""
   if not dcfg.get("in_memory", False):
     return _disk_sources(dcfg, data_dir)
+  datasets = {} if datasets is None else datasets
   key = json.dumps([data_dir, _record_fields(dcfg)], sort_keys=True, default=str)
-  if key not in _IN_MEMORY:
-    _IN_MEMORY[key] = {split: io_lib.InMemorySource(source)
-                       for split, source in _disk_sources(dcfg, data_dir).items()}
-  return _IN_MEMORY[key]
+  if key not in datasets:
+    datasets[key] = {split: io_lib.InMemorySource(source) for split, source in _disk_sources(dcfg, data_dir).items()}
+  return datasets[key]
 
 
 def _record_fields(dcfg) -> dict[str, Any]:
@@ -154,7 +152,7 @@ def _holdout_subjects(subjects: np.ndarray, val_fraction: float, seed: int) -> t
   return np.flatnonzero(~in_val), np.flatnonzero(in_val)
 
 
-def load(config) -> Data:
+def load(config, datasets: dict[str, Any] | None = None) -> Data:
   """Dataset, fold and transforms named by `config.data`.
 
   Protocols (`config.data.protocol`):
@@ -164,12 +162,13 @@ def load(config) -> Data:
     "official"  a dataset's official train / validation split (Aff-Wild2): the official validation set is the
                 test set, and model-selection videos (`val_fraction` of them, seeded by `fold_seed`) are held
                 out of the official training set.
+  `datasets`: the caller's cache of in-memory sources (`config.data.in_memory`).
   `config.data.select_on_test=True` reproduces the other half of the authors' evaluation: no validation split
   (its examples go back into training) and the best epoch is picked on the test examples. Never on by default.
   """
   dcfg = config.data
   data_dir = os.path.expanduser(dcfg.data_dir)
-  sources = _sources(dcfg, data_dir)
+  sources = _sources(dcfg, data_dir, datasets)
 
   if dcfg.protocol == "official":
     if "validation" not in sources:

@@ -9,6 +9,10 @@ The mesh axis is of type Auto so that XLA may re-shard intermediates freely (a B
 batch-sharded embedding needs the whole batch); with the Explicit default of `jax.make_mesh` every such step would
 need a `reshard` in model code.
 
+Members (several seeds or weights trained side by side) run under one executor, chosen here once for the
+backend (`members_in_sequence`): one vmapped program on accelerators, the single-member program called per
+member on CPUs (`over_members`).
+
 Multi-host: call `initialize_distributed()` before anything touches a device. Each process then reads only its
 shard of the data (`process_shard()`), and `global_batch()` assembles the process-local NumPy batches into one
 global `jax.Array`.
@@ -17,7 +21,7 @@ global `jax.Array`.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -111,9 +115,78 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
   return jax.device_put(tree, replicated(mesh))
 
 
-def to_host(tree: Any) -> Any:
-  """Fully gathered NumPy copies of (possibly sharded, possibly multi-process) arrays."""
-  if jax.process_count() > 1:
+def _host_value(x: Any) -> np.ndarray:
+  """The global value of an array as NumPy: a jax.Array spanning other processes' devices is gathered."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
     from jax.experimental import multihost_utils
-    tree = multihost_utils.process_allgather(tree, tiled=True)
-  return jax.tree.map(np.asarray, tree)
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
+
+
+def to_host(tree: Any) -> Any:
+  """NumPy copies of the global values of (possibly sharded, possibly multi-process) arrays. Host arrays are
+  taken as they are: they are the same on every process (replicated state, members stacked on the host)."""
+  return jax.tree.map(_host_value, tree)
+
+
+def gather_local(tree: Any) -> Any:
+  """Process-local NumPy arrays (each process's shard of a batch) concatenated over processes in process
+  order, the order in which `global_batch` lays out the shards: the fields that go with gathered outputs."""
+  if jax.process_count() == 1:
+    return jax.tree.map(np.asarray, tree)
+  from jax.experimental import multihost_utils
+  return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+
+
+# ------------------------------------------------------------------------------------------------- members
+def members_in_sequence() -> bool:
+  """The member executor of this backend: True on CPUs (the single-member program per member), False on
+  GPUs and TPUs (one vmapped program).
+
+  Vmapping per-member convolution kernels makes every convolution a grouped one, and XLA:CPU ran those 5-6x
+  slower than the members in sequence; `lax.map` inside one program was slower still
+  (experiments/bench/vmap_bench.py, tiny PKDOT student step, B=32, 2-core EPYC, ms per step of all members:
+  2 members: sequential 262, vmap 1,474, lax.map 3,186; 4 members: 625, 3,169, 6,203)."""
+  return jax.default_backend() == "cpu"
+
+
+def switch_runs_one_branch(num_members: int) -> bool:
+  """Whether a `lax.switch` over several losses executes only the selected one: under vmap (several members
+  on an accelerator) every branch is computed and one kept."""
+  return num_members == 1 or members_in_sequence()
+
+
+def stack_host(trees: list[Any]) -> Any:
+  """Members' trees stacked on a new leading axis as host (NumPy) arrays: no device program is compiled."""
+  return jax.tree.map(lambda *xs: np.stack([_host_value(x) for x in xs]), *trees)
+
+
+def over_members(fn: Callable, in_axes: tuple, **jit_kwargs) -> Callable:
+  """Jitted `fn` applied to every member (the leading axis of the arguments whose in_axes is 0).
+
+  Every executor gives each member the arithmetic of a separate run. In sequence (CPUs) the results come back
+  as NumPy arrays: members are sliced and restacked on the host, a copy of a few MB that compiles nothing
+  (jitted split/stack programs over a state's hundreds of leaves took 1-2 s to compile for every tree
+  structure); the per-member inputs are fresh copies, so nothing is donated.
+  """
+  if not members_in_sequence():
+    return jax.jit(jax.vmap(fn, in_axes=in_axes), **jit_kwargs)
+  jit_kwargs = {k: v for k, v in jit_kwargs.items() if k != "donate_argnums"}
+  single = jax.jit(fn, **jit_kwargs)
+  mapped_positions = tuple(i for i, axis in enumerate(in_axes) if axis == 0)
+
+  def to_host_if_addressable(x):  # a multi-process batch stays a global array: it is sliced on the devices
+    return np.asarray(x) if not isinstance(x, jax.Array) or x.is_fully_addressable else x
+
+  def run(*args):
+    hosts = {i: jax.tree.map(to_host_if_addressable, args[i]) for i in mapped_positions}
+    num_members = jax.tree.leaves(hosts[mapped_positions[0]])[0].shape[0]
+    outs = []
+    for m in range(num_members):
+      full = list(args)
+      for i in mapped_positions:
+        full[i] = jax.tree.map(lambda x: x[m], hosts[i])
+      outs.append(single(*full))
+    return stack_host(outs)
+
+  return run

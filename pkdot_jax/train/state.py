@@ -2,9 +2,11 @@
 
 `frozen` holds variables that the step reads but never trains (the frozen teacher's params and batch stats):
 they are an *argument* of the jitted step, never a captured constant (XLA would constant-fold a closed-over
-teacher, which cost 54 ms per step on an H200, DESIGN.md section 6), they are not in the optimizer and they are
+teacher cost 54 ms per step on an H200 in our measurement, against 0.7 ms passed as an argument), they are not in the optimizer and they are
 left out of the student's checkpoints. `hparams` holds scalar hyperparameters as arrays (the distillation weight)
-so that one compiled program can train several values side by side under `jax.vmap`.
+so that one compiled program can train several values side by side under `jax.vmap`. The optimizer is not part
+of the state: the step that applies it is built for it (so states of equal shapes share programs whatever
+optimizer object made them).
 """
 
 from __future__ import annotations
@@ -26,27 +28,34 @@ class TrainState:
   opt_state: Any
   frozen: Any
   hparams: dict[str, jax.Array]
-  tx: optax.GradientTransformation = struct.field(pytree_node=False)
 
   @classmethod
-  def create(cls, *, params, batch_stats, tx, frozen=None, hparams=None, opt_init=None) -> "TrainState":
-    """`opt_init`: a jitted `tx.init` to reuse (run eagerly, it dispatches one small program per leaf)."""
+  def create(cls, *, params, batch_stats, opt_state, frozen=None, hparams=None) -> "TrainState":
+    """`opt_state`: `tx.init(params)` (jitted by the caller: run eagerly it dispatches one program per leaf)."""
     return cls(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats if batch_stats else {},
-               opt_state=(opt_init or tx.init)(params), frozen=frozen if frozen is not None else {},
-               hparams={k: jnp.asarray(v, jnp.float32) for k, v in (hparams or {}).items()}, tx=tx)
+               opt_state=opt_state, frozen=frozen if frozen is not None else {},
+               hparams={k: jnp.asarray(v, jnp.float32) for k, v in (hparams or {}).items()})
 
-  def apply_gradients(self, grads, batch_stats) -> "TrainState":
-    updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+  def apply_gradients(self, tx: optax.GradientTransformation, grads, batch_stats) -> "TrainState":
+    updates, opt_state = tx.update(grads, self.opt_state, self.params)
     return self.replace(step=self.step + 1, params=optax.apply_updates(self.params, updates),
                         opt_state=opt_state, batch_stats=batch_stats)
 
-  def trainable(self) -> dict[str, Any]:
-    """What a checkpoint stores: everything but the frozen teacher (which has its own checkpoint)."""
+  def checkpoint_tree(self) -> dict[str, Any]:
+    """What a checkpoint stores (resume point): everything but the frozen teacher, which has its own."""
     return {"step": self.step, "params": self.params, "batch_stats": self.batch_stats,
             "opt_state": self.opt_state, "hparams": self.hparams}
 
-  def with_trainable(self, tree: dict[str, Any]) -> "TrainState":
+  def restored(self, tree: dict[str, Any]) -> "TrainState":
+    """This state with the fields of a `checkpoint_tree()` replaced."""
     return self.replace(**tree)
+
+  def variables(self) -> dict[str, Any]:
+    """The model's variables {"params", "batch_stats"} (batch_stats only when the model has some)."""
+    variables = {"params": self.params}
+    if self.batch_stats:
+      variables["batch_stats"] = self.batch_stats
+    return variables
 
 
 def make_optimizer(config) -> optax.GradientTransformation:

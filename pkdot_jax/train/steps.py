@@ -16,13 +16,11 @@ Teacher variables live in `state.frozen` (an argument, never a captured constant
 
 from __future__ import annotations
 
-import inspect
 import json
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from pkdot_jax import losses
@@ -127,13 +125,6 @@ def tnet_loss(tnet, teacher, objective: str = "mse") -> LossFn:
   return loss_fn
 
 
-def _accepts(fn, name: str) -> bool:
-  try:
-    return name in inspect.signature(fn).parameters
-  except (TypeError, ValueError):
-    return False
-
-
 def distillation_term(method: str, kwargs: dict[str, Any], student_out, teacher_embedding, teacher_prediction,
                       batch, task: str) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Value of the registered loss `method` between student and teacher, plus solver diagnostics if any."""
@@ -142,26 +133,7 @@ def distillation_term(method: str, kwargs: dict[str, Any], student_out, teacher_
     student_in, teacher_in = student_out.embedding, teacher_embedding
   else:
     student_in, teacher_in = student_out.prediction, teacher_prediction
-  if spec.inputs == "logits" and task != "classification":
-    raise ValueError(f"distillation loss {method!r} compares class logits; it does not apply to the {task!r} "
-                     f"task (choose an embedding-based loss)")
-  if spec.same_dim and student_in.shape[-1] != teacher_in.shape[-1]:
-    raise ValueError(f"distillation loss {method!r} needs student and teacher {spec.inputs} of the same size, "
-                     f"got student {tuple(student_in.shape)} and teacher {tuple(teacher_in.shape)}; match "
-                     f"model.fusion.embed_dim or use a relation-based loss (pkdot, pkt, rkd, sp)")
-  student_in = student_in.astype(jnp.float32)
-  teacher_in = jax.lax.stop_gradient(teacher_in.astype(jnp.float32))
-  kwargs = dict(kwargs)
-  if spec.needs_labels:
-    kwargs["labels"] = batch["label"]
-  metrics: dict[str, jax.Array] = {}
-  if _accepts(spec.fn, "return_aux"):
-    value, aux = spec.fn(student_in, teacher_in, return_aux=True, **kwargs)
-    metrics["ot_converged"] = jnp.asarray(aux.converged, jnp.float32)
-    metrics["ot_iterations"] = jnp.max(jnp.asarray(aux.n_iters)).astype(jnp.float32)
-  else:
-    value = spec.fn(student_in, teacher_in, **kwargs)
-  return value, metrics
+  return spec.apply(student_in, teacher_in, task=task, labels=batch.get("label"), **kwargs)
 
 
 def distill_branch(d: Any) -> dict[str, Any]:
@@ -225,7 +197,7 @@ def student_loss(student, teacher, task: str, distill: dict[str, Any]) -> LossFn
   default_task_weight = float(distill.get("task_weight", 1.0))
   distilling = any(b["method"] != "none" for b in branches)
   need_heads = any(b["mt_pkdot"] for b in branches)
-  with_ot = any(b["method"] != "none" and _accepts(losses.spec(b["method"]).fn, "return_aux") for b in branches)
+  with_ot = any(b["method"] != "none" and losses.spec(b["method"]).returns_aux for b in branches)
 
   def branch_fn(branch):
     def fn(out, t_embedding, t_prediction, heads, batch):
@@ -266,8 +238,9 @@ def student_loss(student, teacher, task: str, distill: dict[str, Any]) -> LossFn
 
 
 # --------------------------------------------------------------------------------------------- step builder
-def make_train_step(loss_fn: LossFn, *, check_finite: bool = True) -> Callable:
-  """`(state, batch, rng) -> (state, metrics)`; gradients of the global-batch loss (XLA all-reduces them).
+def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *, check_finite: bool = True) -> Callable:
+  """`(state, batch, rng) -> (state, metrics)`: gradients of the global-batch loss (XLA all-reduces them),
+  applied with the optimizer `tx`.
 
   With `check_finite`, a non-finite loss or gradient leaves the state unchanged and reports `finite = 0`, so
   the loop can stop naming the step and the term without a NaN ever reaching the parameters.
@@ -279,65 +252,27 @@ def make_train_step(loss_fn: LossFn, *, check_finite: bool = True) -> Callable:
     (loss, (batch_stats, metrics)), grads = grad_fn(state.params, state, batch, rng)
     metrics["grad_norm"] = optax.tree.norm(grads)
     if not check_finite:
-      return state.apply_gradients(grads, batch_stats), metrics
+      return state.apply_gradients(tx, grads, batch_stats), metrics
     # One scalar test (an overflowing norm is as fatal as a NaN) and a conditional, rather than a select over
     # every leaf: the latter doubled the XLA:CPU compile time of the tiny teacher step.
     finite = jnp.isfinite(loss) & jnp.isfinite(metrics["grad_norm"])
     metrics["finite"] = finite.astype(jnp.float32)
-    new_state = jax.lax.cond(finite, lambda: state.apply_gradients(grads, batch_stats), lambda: state)
+    new_state = jax.lax.cond(finite, lambda: state.apply_gradients(tx, grads, batch_stats), lambda: state)
     return new_state, metrics
 
   return step
 
 
-def stack_host(trees: list[Any]) -> Any:
-  """Members' trees stacked on a new leading axis as host (NumPy) arrays: no device program is compiled."""
-  return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
-
-
-def over_members(fn: Callable, in_axes: tuple, **jit_kwargs) -> Callable:
-  """Jitted `fn` applied to every member (the leading axis of the arguments whose in_axes is 0).
-
-  On GPUs and TPUs: one `jax.vmap`ped program. On CPUs: the single-member program, compiled once and called for
-  each member in turn. Vmapping per-member convolution kernels makes every convolution a grouped one, and
-  XLA:CPU ran those 5-6x slower than the members in sequence; `lax.map` inside one program was slower still
-  (experiments/bench/vmap_bench.py, tiny PKDOT student step, B=32, 2-core EPYC, ms per step of all members:
-  2 members: sequential 262, vmap 1,474, lax.map 3,186; 4 members: 625, 3,169, 6,203). Every form gives each
-  member the arithmetic of a separate run. On CPUs the results come back as NumPy arrays.
-  """
-  if jax.default_backend() != "cpu":
-    return jax.jit(jax.vmap(fn, in_axes=in_axes), **jit_kwargs)
-  # CPU: members are sliced and restacked as host (NumPy) arrays, which on a CPU is a copy of a few MB and
-  # compiles nothing (jitted split/stack programs over a state's hundreds of leaves took 1-2 s to compile for
-  # every tree structure). The per-member inputs are fresh copies, so nothing is donated.
-  jit_kwargs = {k: v for k, v in jit_kwargs.items() if k != "donate_argnums"}
-  single = jax.jit(fn, **jit_kwargs)
-  mapped_positions = tuple(i for i, axis in enumerate(in_axes) if axis == 0)
-
-  def run(*args):
-    hosts = {i: jax.tree.map(np.asarray, args[i]) for i in mapped_positions}
-    num_members = jax.tree.leaves(hosts[mapped_positions[0]])[0].shape[0]
-    outs = []
-    for m in range(num_members):
-      full = list(args)
-      for i in mapped_positions:
-        full[i] = jax.tree.map(lambda x: x[m], hosts[i])
-      outs.append(single(*full))
-    return stack_host(outs)
-
-  return run
-
-
 def jit_step(step: Callable, mesh=None, *, vmapped: bool = False) -> Callable:
   """Jits a step with the state donated; on a mesh the state stays replicated and the batch sharded.
 
-  `vmapped`: the state, batch and key carry a leading member axis (see `over_members`)."""
+  `vmapped`: the state, batch and key carry a leading member axis (`parallel.over_members`)."""
   jit_kwargs = {"donate_argnums": (0,)}
   if mesh is not None:
     rep = parallel.replicated(mesh)
     jit_kwargs["out_shardings"] = (rep, rep)
   if vmapped:
-    return over_members(step, (0, 0, 0), **jit_kwargs)
+    return parallel.over_members(step, (0, 0, 0), **jit_kwargs)
   return jax.jit(step, **jit_kwargs)
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from pkdot_jax.study import demo, report, sweep
 from pkdot_jax.train import loop
+from pkdot_jax.train.programs import Context, Programs
 
 SMOKE = "synthetic:smoke"
 
@@ -38,17 +39,21 @@ def test_runs_differing_only_in_the_loss_share_one_student_program():
   spec = {"config": SMOKE, "grid": {"method": ["video_only", "pkdot", "rkd", "mt_pkdot"], "data.fold": [0, 1]}}
   base = sweep.load_config(SMOKE)
   configs = {name: sweep.apply_overrides(base, overrides) for name, overrides in sweep.expand(spec)}
-  sweep.share_programs(list(configs.values()))
-  branches = {name: [b["method"] for b in config.distill.branches] for name, config in configs.items()}
+  before = {name: config.to_json() for name, config in configs.items()}
+  programs = Programs()
+  programs.share_losses(configs.values())
+  branches = {name: [b["method"] for b in programs.student_losses(config)[0]] for name, config in configs.items()}
   for name, config in configs.items():
     if name.startswith(("method=pkdot", "method=rkd")):
       assert branches[name] == ["pkdot", "rkd"]  # same architecture: one program, a branch per loss
-    else:  # video_only: another student; mt_pkdot: another (multitask) teacher
-      assert branches[name] == []
-    loop.validate_config(config, tuple(config.pipeline))
+      assert programs.student_losses(config)[1] == branches[name].index(config.distill.method)
+    else:  # video_only: another student; mt_pkdot: another (multitask) teacher: their own loss alone
+      assert branches[name] == [config.distill.method]
+    assert config.to_json() == before[name]  # the run's config is not rewritten
   foreign = sweep.apply_overrides(configs["method=pkdot__data.fold=0"], {"distill.kwargs.k": 7})
-  with pytest.raises(ValueError, match="not one of config.distill.branches"):
-    loop.validate_config(foreign, tuple(foreign.pipeline))
+  assert programs.student_losses(foreign) == ([{"method": "pkdot", "kwargs": {"k": 7, "epsilon": 0.01,
+                                                                            "max_iterations": 200},
+                                               "mt_pkdot": False}], 0)
 
 
 def test_programs_are_shared_only_where_the_selected_branch_alone_runs(monkeypatch):
@@ -79,14 +84,14 @@ def test_sweep_interrupted_and_resumed(tmp_path):
     if len(done) == 2:
       raise Interrupted
 
-  loop.clear_programs()
+  context = Context()
   with pytest.raises(Interrupted):
-    sweep.run_sweep(spec, root, after_run=stop_after_two)
+    sweep.run_sweep(spec, root, after_run=stop_after_two, context=context)
   finished_first = sorted(os.listdir(os.path.join(root, "runs")))
   assert len(finished_first) == 2
   assert len(os.listdir(os.path.join(root, "teachers"))) == 1  # fold 0's teacher, shared by both weights
 
-  names = sweep.run_sweep(spec, root)
+  names = sweep.run_sweep(spec, root, context=context)
   assert len(names) == 4
   for name in finished_first:  # done once: no second start recorded
     assert len(json.load(open(os.path.join(root, "runs", name, "run_info.json")))) == 1
@@ -95,7 +100,7 @@ def test_sweep_interrupted_and_resumed(tmp_path):
     assert [r["epoch"] for r in student] == [1]
   assert len(os.listdir(os.path.join(root, "teachers"))) == 2  # one per fold
   # Both folds and both weights trained with one compiled step per stage (teacher, T-Net, student).
-  assert sorted(k.split('"')[1] for k in loop._PROGRAMS if k.startswith("train_step:")) == [
+  assert sorted(k.split('"')[1] for k in context.programs.keys() if k.startswith("train_step:")) == [
       "student", "teacher", "tnet"]
 
   text = report.main(root)
@@ -119,9 +124,9 @@ def test_demo_quick_end_to_end(tmp_path, monkeypatch):
     return spec
 
   monkeypatch.setattr(demo, "demo_sweep", local_sweep)
-  loop.clear_programs()
+  context = Context()
   workdir = str(tmp_path / "demo")
-  text = demo.main(workdir, quick=True)
+  text = demo.main(workdir, quick=True, context=context)
   out = os.path.join(workdir, "report")
   for name in ("report.md", "results.csv", "methods.png", "learning_curves.png", "similarity.png"):
     assert os.path.exists(os.path.join(out, name)), name
@@ -132,5 +137,5 @@ def test_demo_quick_end_to_end(tmp_path, monkeypatch):
     assert methods[name]["n"] == 4, name  # 2 folds x 2 seeds
     assert f"| {name} |" in text
   assert methods["video_only"]["diff"] == 0.0 and "diff" in methods["pkdot"]
-  student_steps = [k for k in loop._PROGRAMS if k.startswith('train_step:["student"')]
+  student_steps = [k for k in context.programs.keys() if k.startswith('train_step:["student"')]
   assert len(student_steps) == 2  # the video-only student's, and one for the 10 other methods

@@ -10,6 +10,10 @@ from pkdot_jax import models
 from pkdot_jax.train import checkpoint, parallel, steps
 from pkdot_jax.train.state import TrainState
 
+# SGD: Adam would turn the rounding noise of zero-gradient leaves (attention key biases) into lr-sized steps
+# (see test_pipeline.py).
+TX = optax.sgd(0.05)
+
 
 def _student_setup(batch_size=16):
   cfg = models.default_config("tiny")
@@ -23,9 +27,7 @@ def _student_setup(batch_size=16):
   loss_fn = steps.student_loss(student, teacher, "classification",
                                {"method": "pkdot", "kwargs": {"k": 4, "epsilon": 0.05}})
   state = TrainState.create(params=student_vars["params"], batch_stats=student_vars["batch_stats"],
-                            # SGD: Adam would turn the rounding noise of zero-gradient leaves (attention
-                            # key biases) into lr-sized steps (see test_pipeline.py).
-                            tx=optax.sgd(0.05), frozen={"teacher": teacher_vars},
+                            opt_state=TX.init(student_vars["params"]), frozen={"teacher": teacher_vars},
                             hparams={"distill_weight": 0.6})
   return state, jax.tree.map(np.asarray, batch), loss_fn
 
@@ -37,7 +39,7 @@ def test_one_student_step_on_eight_devices_equals_one_device():
   results = {}
   for num_devices in (1, 8):
     mesh = parallel.make_mesh(num_devices)
-    step = steps.jit_step(steps.make_train_step(loss_fn), mesh)
+    step = steps.jit_step(steps.make_train_step(loss_fn, TX), mesh)
     placed = parallel.replicate(jax.tree.map(jnp.copy, state), mesh)
     global_batch = parallel.global_batch(batch, mesh)
     assert len(global_batch["video"].sharding.device_set) == num_devices
@@ -54,8 +56,9 @@ def test_non_finite_step_leaves_state_unchanged():
     loss = jnp.sum(params["w"] * batch["x"])
     return loss, (state.batch_stats, {"task_loss": loss})
 
-  state = TrainState.create(params={"w": jnp.ones(3)}, batch_stats={}, tx=optax.sgd(0.1))
-  step = jax.jit(steps.make_train_step(loss_fn))
+  tx = optax.sgd(0.1)
+  state = TrainState.create(params={"w": jnp.ones(3)}, batch_stats={}, opt_state=tx.init({"w": jnp.ones(3)}))
+  step = jax.jit(steps.make_train_step(loss_fn, tx))
   good, metrics = step(state, {"x": jnp.ones(3)}, jax.random.key_data(jax.random.key(0)))
   assert float(metrics["finite"]) == 1.0 and int(good.step) == 1
   np.testing.assert_allclose(good.params["w"], 0.9)
@@ -113,10 +116,10 @@ def _branch_setup(batch_size=8):
 
   def state(branch, task_weight=1.0):
     return TrainState.create(params=student_vars["params"], batch_stats=student_vars["batch_stats"],
-                             tx=tx, frozen={"teacher": teacher_vars},
+                             opt_state=tx.init(student_vars["params"]), frozen={"teacher": teacher_vars},
                              hparams={"distill_weight": 0.6, "task_weight": task_weight, "distill_branch": branch})
 
-  return student, teacher, state, jax.tree.map(np.asarray, batch), jax.tree.map(np.asarray, cached)
+  return student, teacher, tx, state, jax.tree.map(np.asarray, batch), jax.tree.map(np.asarray, cached)
 
 
 BRANCHES = ({"method": "hinton_kd", "kwargs": {"temperature": 4.0}},  # logits
@@ -128,13 +131,13 @@ def test_loss_branches_equal_their_single_loss_programs():
   branch, the loss and update of the program compiled for that loss alone; also when the members are vmapped
   (where the switch becomes a select over every branch); and MT-PKDOT from the cached heads equals MT-PKDOT
   with the teacher run inside the step."""
-  student, teacher, state, batch, cached = _branch_setup()
+  student, teacher, tx, state, batch, cached = _branch_setup()
   key = jax.random.key_data(jax.random.key(0))
   shared = jax.jit(steps.make_train_step(steps.student_loss(student, teacher, "classification",
-                                                            {"branches": BRANCHES})))
+                                                            {"branches": BRANCHES}), tx))
   singles = []
   for i, branch in enumerate(BRANCHES):
-    single = jax.jit(steps.make_train_step(steps.student_loss(student, teacher, "classification", branch)))
+    single = jax.jit(steps.make_train_step(steps.student_loss(student, teacher, "classification", branch), tx))
     task_weight = 0.8 if branch.get("mt_pkdot") else 1.0
     ref_state, ref = single(state(0, task_weight), cached, key)
     new_state, got = shared(state(i, task_weight), cached, key)
@@ -152,7 +155,7 @@ def test_loss_branches_equal_their_single_loss_programs():
                                                               for i, b in enumerate(BRANCHES)])
   stacked_batch = jax.tree.map(lambda x: np.stack([x] * len(BRANCHES)), cached)
   vmapped = jax.jit(jax.vmap(steps.make_train_step(steps.student_loss(
-      student, teacher, "classification", {"branches": BRANCHES}))))
+      student, teacher, "classification", {"branches": BRANCHES}), tx)))
   _, metrics = vmapped(stacked_state, stacked_batch, np.stack([key] * len(BRANCHES)))
   assert np.all(np.asarray(metrics["finite"]) == 1.0)
   for i, (_, ref) in enumerate(singles):

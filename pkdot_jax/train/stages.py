@@ -1,0 +1,181 @@
+"""The stages of the pipeline, declared once, and the config fields that matter to each part of a run.
+
+A `Stage` says everything the trainer needs to know about one stage: which model it trains and which frozen
+model it reads, its loss, the sub-trees it starts from earlier stages (grafts), how it picks its best epoch,
+how it is evaluated, and whether it belongs to the teacher side (shared by every student of a sweep). The loop
+(`loop.py`) reads nothing else about stages; adding a stage is one entry in `STAGES`.
+
+The fields of the config are declared once too (`FIELDS`): which ones only the student side reads (a shared
+teacher directory ignores them), and which ones reach a compiled program only as data or as a branch index
+(runs differing only in them share one compiled program). The sweep's grouping and the teacher key derive from
+these sets; the key of a compiled program (`program_key`) reads the remaining fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Callable
+
+import jax.numpy as jnp
+
+from pkdot_jax import models
+from pkdot_jax.train import checkpoint as ckpt_lib
+from pkdot_jax.train import steps
+
+
+# --------------------------------------------------------------------------------------------------- fields
+@dataclasses.dataclass(frozen=True)
+class Fields:
+  """Dotted config paths, grouped by who reads them.
+
+  student_side: fields the teacher-side stages never read (a teacher shared by several runs ignores them).
+  run_only: fields that change neither training nor programs (paths, logging, which stages run).
+  losses: fields that select the distillation loss (a branch of a shared student program).
+  arrays: values that reach a program only as arrays or data (weights, seeds, the fold).
+  """
+  student_side: tuple[str, ...] = ("distill", "stages.student", "model.student", "cache_teacher",
+                                   "student_init_from_teacher", "select_metric")
+  run_only: tuple[str, ...] = ("pipeline", "teacher_workdir", "log_every", "progress")
+  losses: tuple[str, ...] = ("distill.method", "distill.kwargs", "distill.mt_pkdot")
+  arrays: tuple[str, ...] = ("distill.weight", "distill.task_weight", "seeds", "data.fold")
+
+  @property
+  def teacher_neutral(self) -> tuple[str, ...]:
+    """Fields a teacher-side directory does not compare (student runs sharing a teacher differ in them)."""
+    return self.student_side + self.run_only
+
+  @property
+  def program_neutral(self) -> tuple[str, ...]:
+    """Fields that runs sharing one compiled student program may differ in."""
+    return self.losses + self.arrays + ("teacher_workdir",)
+
+
+FIELDS = Fields()
+
+
+def program_group(config) -> str:
+  """Runs with equal groups may share one compiled student program (their losses become its branches)."""
+  return json.dumps(ckpt_lib.drop_fields(ckpt_lib.config_to_dict(config), FIELDS.program_neutral), sort_keys=True)
+
+
+def optimizer_key(opt_config) -> dict[str, Any]:
+  """The optimizer fields that shape its program (`total_steps` only under a schedule)."""
+  fields = ckpt_lib.config_to_dict(opt_config.optimizer)
+  if fields.get("schedule", "constant") != "cosine":
+    fields.pop("total_steps", None)  # folds of different sizes share the program
+  return fields
+
+
+# --------------------------------------------------------------------------------------------------- stages
+@dataclasses.dataclass(frozen=True)
+class Graft:
+  """Sub-trees `names` of a stage's model initialised from the saved variables of the earlier stage `source`.
+
+  `into`: the saved variables become the sub-tree of that name (the T-Net's own variables into the student's
+  "tnet"); `optional`: grafted only when the earlier stage ran (unimodal pretraining)."""
+  source: str
+  names: tuple[str, ...]
+  into: str | None = None
+  optional: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """One stage of the pipeline.
+
+  models: `config -> (trained model, frozen model or None)`.
+  loss: `(config, model, frozen model, student losses) -> loss fn` (`steps.LossFn`); `loss_key(config, losses)`
+    is what of it shapes the compiled program (student losses: the distillation losses compiled together).
+  grafts: `config -> tuple[Graft]`. frozen_modules: `config -> names` kept as initialised (zero updates).
+  reads_teacher: the frozen teacher's variables are an input (state.frozen["teacher"]).
+  select: `config -> (validation metric, "max" | "min")`.
+  evaluate: `(config, model, frozen model) -> fn(variables, frozen, batch) -> outputs`; stages with the same
+    `eval_kind` and model share one evaluation program.
+  teacher_side: runs in the (possibly shared) teacher workdir.
+  init_from_teacher_visual: the model's input is the frozen teacher's visual embedding (the T-Net).
+  """
+  name: str
+  models: Callable
+  loss: Callable
+  loss_key: Callable
+  select: Callable
+  evaluate: Callable
+  eval_kind: str
+  teacher_side: bool
+  reads_teacher: bool = False
+  grafts: Callable = lambda config: ()
+  frozen_modules: Callable = lambda config: ()
+  init_from_teacher_visual: bool = False
+
+
+def _default_select(config) -> tuple[str, str]:
+  default = "accuracy" if config.model.task == "classification" else "ccc_mean"
+  return config.get("select_metric", default) or default, "max"
+
+
+def _model_eval(config, model, teacher):
+  del config, teacher
+
+  def fn(variables, frozen, batch):
+    del frozen
+    return steps.eval_outputs(model.apply(variables, batch, train=False))
+  return fn
+
+
+def _tnet_eval(config, model, teacher):
+  del config
+
+  def fn(variables, frozen, batch):
+    t_out = teacher.apply(frozen["teacher"], batch, train=False)
+    predicted = model.apply(variables, t_out.visual.astype(jnp.float32)).astype(jnp.float32)
+    return {"squared_error": jnp.mean((predicted - t_out.privileged.astype(jnp.float32)) ** 2, axis=-1)}
+  return fn
+
+
+def _pretrain(name: str, modality: Callable) -> Stage:
+  return Stage(
+      name=name, teacher_side=True, eval_kind=name, select=_default_select, evaluate=_model_eval,
+      models=lambda config: (models.build_unimodal(config.model, modality(config.model)), None),
+      loss=lambda config, model, teacher, losses: steps.supervised_loss(model, config.model.task),
+      loss_key=lambda config, losses: {"multitask": False})
+
+
+def _student_grafts(config) -> tuple[Graft, ...]:
+  grafts = (Graft("teacher", tuple(config.student_init_from_teacher)),)
+  if config.model.student.mode == "tnet_fusion":
+    grafts += (Graft("tnet", ("tnet",), into="tnet"),)
+  return grafts
+
+
+STAGES: dict[str, Stage] = {stage.name: stage for stage in (
+    _pretrain("pretrain_video", lambda mcfg: "video"),
+    _pretrain("pretrain_privileged", lambda mcfg: mcfg.privileged),
+    Stage(name="teacher", teacher_side=True, eval_kind="model", select=_default_select, evaluate=_model_eval,
+          models=lambda config: (models.build_teacher(config.model), None),
+          loss=lambda config, model, teacher, losses: steps.supervised_loss(
+              model, config.model.task, mt_heads=bool(config.model.multitask)),
+          loss_key=lambda config, losses: {"multitask": bool(config.model.multitask)},
+          grafts=lambda config: (Graft("pretrain_video", ("visual_backbone",), optional=True),
+                                 Graft("pretrain_privileged", ("privileged_backbone",), optional=True))),
+    Stage(name="tnet", teacher_side=True, eval_kind="tnet", reads_teacher=True, evaluate=_tnet_eval,
+          select=lambda config: ("tnet_mse", "min"), init_from_teacher_visual=True,
+          models=lambda config: (models.build_tnet(config.model), models.build_teacher(config.model)),
+          loss=lambda config, model, teacher, losses: steps.tnet_loss(model, teacher, config.tnet.objective),
+          loss_key=lambda config, losses: {"objective": config.tnet.objective}),
+    Stage(name="student", teacher_side=False, eval_kind="model", reads_teacher=True, evaluate=_model_eval,
+          select=_default_select, grafts=_student_grafts,
+          frozen_modules=lambda config: ("tnet",) if config.model.student.mode == "tnet_fusion" else (),
+          models=lambda config: (models.build_student(config.model), models.build_teacher(config.model)),
+          loss=lambda config, model, teacher, losses: steps.student_loss(
+              model, teacher, config.model.task, {"branches": losses}),
+          loss_key=lambda config, losses: {"branches": losses}),
+)}
+STAGE_ORDER = tuple(STAGES)
+TEACHER_STAGES = tuple(name for name, stage in STAGES.items() if stage.teacher_side)
+
+
+def get(name: str) -> Stage:
+  if name not in STAGES:
+    raise ValueError(f"unknown stage {name!r}; stages are {', '.join(STAGE_ORDER)}")
+  return STAGES[name]
