@@ -1,20 +1,14 @@
 #!/usr/bin/env bash
-# Downloads, into .whl/ at the repo root, the wheels that the GPU image lacks for run_gpu.sh:
-#   ott-jax 0.6.0 (PKDOT's Sinkhorn) and jaxopt (an ott-jax requirement the image does not have),
-#   ml-collections (model/optimizer configs), geomloss (the PyTorch anchor's Sinkhorn).
-# Everything else ott-jax, flax and the anchor need is in the image (jax 0.11.2, flax, optax, orbax, chex,
-# equinox, lineax, optimistix, jaxtyping, numpy, scipy, absl-py, pyyaml, typing-extensions, torch 2.11;
-# /work/.library/device/KINDS.md, "Python packages already there"). All four wheels are pure Python.
-# Also copies the PyTorch anchor ../shared/bench/anchor_torch.py into .anchor/ (../shared does not travel to
-# the device). Both folders are ignored (.git/info/exclude) and travel with `run(carry=[".whl", ".anchor"])`.
+# Downloads, into .whl/ at the repo root, the wheels that run_gpu.sh needs on a GPU machine that has JAX, flax
+# and PyTorch but no network access:
+#   ott-jax 0.6.0 (PKDOT's Sinkhorn) and jaxopt (an ott-jax requirement), ml-collections (model/optimizer
+#   configs), geomloss (the Sinkhorn of the PyTorch reference, torch_reference.py).
+# Their other requirements (jax, lineax, optax, numpy, scipy, absl-py, PyYAML, torch) are expected on that
+# machine. All four wheels are pure Python; they are chosen for Python 3.12 (change --python-version for another).
+# .whl/ is ignored by git (.gitignore); copy it along with the checkout.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p .whl
-for d in /.whl/ /.anchor/; do
-  grep -qx "$d" .git/info/exclude 2>/dev/null || echo "$d" >> .git/info/exclude
-done
-mkdir -p .anchor
-cp "${ANCHOR:-../shared/bench/anchor_torch.py}" .anchor/anchor_torch.py
 PIP=${PIP:-python3 -m pip}
 $PIP download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \

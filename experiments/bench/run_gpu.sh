@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Issue 7 in one device call: PyTorch anchor, OT loss benchmark and student-step benchmark, then a table.
+# All GPU benchmarks in one call: the PyTorch reference (torch_reference.py), the OT loss benchmark and the
+# student-step benchmark, then the comparison table against the targets (docs/benchmarks.md).
 #
-# Prepare here (once per checkout):  bash experiments/bench/fetch_wheels.sh   (fills .whl/ and .anchor/)
-# Device call (the `run` tool):      command  "bash experiments/bench/run_gpu.sh"
-#                                    carry    [".whl", ".anchor"]     timeout_s 600
-# CPU rehearsal of the same logic:   bash experiments/bench/run_gpu.sh --tiny   (tiny shapes; skips torch or
-#                                    geomloss when they cannot be imported)
+#   bash experiments/bench/run_gpu.sh           # on the GPU machine, from the repository root
+#   bash experiments/bench/run_gpu.sh --tiny    # CPU rehearsal of the same logic: tiny shapes; the PyTorch
+#                                               # reference is skipped when torch, torchvision or geomloss
+#                                               # cannot be imported
+# A machine without network access and without ott-jax, jaxopt, ml-collections or geomloss gets them from
+# .whl/ at the repository root: fill it beforehand with `bash experiments/bench/fetch_wheels.sh` and copy it
+# along with the checkout; they are installed beside the machine's packages, never over them.
 #
-# Everything goes under $OUT (set by the device tool; /tmp/pkdot_bench otherwise), at most 8 files:
+# Everything goes under $OUT (/tmp/pkdot_bench unless set), at most 8 files:
 #   env.txt, anchor.jsonl, loss.jsonl, step.jsonl, trap.jsonl, compare.jsonl, table.txt, log.txt
 # The stages share a wall-clock budget (RUN_GPU_BUDGET_S, default 540 s): each gets a timeout that leaves
 # room for the rest and for the table, which is always printed last.
@@ -18,6 +21,7 @@ BUDGET=${RUN_GPU_BUDGET_S:-540}
 OUT=${OUT:-/tmp/pkdot_bench}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
+TORCH_PY=${TORCH_PYTHON:-$PY}   # the PyTorch reference may run in another environment
 TINY=0
 [ "${1:-}" = "--tiny" ] && TINY=1
 export PYTHONUNBUFFERED=1
@@ -45,8 +49,8 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
   $PY -c "import sys; print('python', sys.version.split()[0])"
   $PY -c "import jax, flax, optax; print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__, 'optax', optax.__version__)" 2>&1
   $PY -c "import importlib.metadata as m, ott, jaxopt, lineax, equinox, ml_collections; print(*(f'{p} {m.version(p)}' for p in ('ott-jax', 'jaxopt', 'lineax', 'equinox', 'ml-collections', 'numpy')))" 2>&1
-  $PY -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())" 2>&1
-  $PY -c "import geomloss; print('geomloss', geomloss.__version__)" 2>&1
+  $TORCH_PY -c "import torch, torchvision; print('torch', torch.__version__, torch.cuda.is_available(), 'torchvision', torchvision.__version__)" 2>&1
+  $TORCH_PY -c "import geomloss; print('geomloss', geomloss.__version__)" 2>&1
   nproc
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
@@ -66,7 +70,7 @@ stage() {
 }
 
 if [ $TINY = 1 ]; then
-  ANCHOR_ARGS=(--small); LOSS_ARGS=(--batch_sizes 128 256 --repeats 3)
+  ANCHOR_ARGS=(--tiny); LOSS_ARGS=(--batch_sizes 128 256 --repeats 3)
   STEP=(--preset tiny --batch 8 --k 5 --steps 3 --warmup 1)
   L_ANCHOR=300; L_LOSS=120; L_BF16=300; L_FP32=200; L_TRAP=200; L_COMPARE=120
   COMPARE_ARGS=(--batch_sizes 128 256 --repeats 3)
@@ -77,12 +81,13 @@ else
   COMPARE_ARGS=(--batch_sizes 128 8192 --repeats 10)
 fi
 
-# 1. The PyTorch anchor (authors' step and geomloss loss), same card, same call.
-if $PY -c "import torch, geomloss" 2>/dev/null; then
-  stage anchor_torch $L_ANCHOR $PY .anchor/anchor_torch.py "${ANCHOR_ARGS[@]}" > "$OUT/anchor.jsonl"
+# 1. The PyTorch reference (the authors' step and geomloss loss), same card, same call: the anchor rows.
+if $TORCH_PY -c "import torch, torchvision, geomloss" 2>/dev/null; then
+  stage torch_reference $L_ANCHOR $TORCH_PY experiments/bench/torch_reference.py "${ANCHOR_ARGS[@]}" \
+    > "$OUT/anchor.jsonl"
   cat "$OUT/anchor.jsonl"
 else
-  echo "== anchor_torch: SKIPPED (torch or geomloss not importable)"
+  echo "== torch_reference: SKIPPED (torch, torchvision or geomloss not importable by $TORCH_PY)"
 fi
 # 2. The OT loss alone (B = 128 ... 8192).
 stage loss_bench $L_LOSS $PY -m experiments.bench.loss_bench "${LOSS_ARGS[@]}" > "$OUT/loss.jsonl"

@@ -10,7 +10,7 @@ steps.make_train_step, steps.jit_step on a one-device data mesh, TrainState with
   none      distillation method "none": the same step without the OT term and without the teacher, so
             (cached - none) / none is the OT overhead;
   trap_vars, trap_emb (opt-in, --trap): the teacher *variables*, resp. the cached teacher *outputs*, closed
-            over as constants instead of passed as arguments: the constant-folding trap of DESIGN.md section 6.
+            over as constants instead of passed as arguments: the constant-folding trap (docs/benchmarks.md).
 
 Every step's metrics are kept (Sinkhorn iterations "ot_iterations" = max over the three solves,
 "ot_converged"), from the first step of a fresh state on, so early training is included. The state is

@@ -1,8 +1,8 @@
 """The student step takes the teacher as an argument: no large float constant is embedded in its program.
 
 A closed-over teacher (variables or cached outputs) is embedded as constants and XLA constant-folds around
-it: 54 ms per step on an H200 (DESIGN.md section 6). This lowers (no compile) the tiny student step exactly
-as the trainer builds it and looks for float constants of >= 1000 elements.
+it: 54 ms per step, measured on one NVIDIA H200 (docs/benchmarks.md). This lowers (no compile) the tiny
+student step exactly as the trainer builds it and looks for float constants of >= 1000 elements.
 """
 
 import jax

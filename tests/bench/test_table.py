@@ -37,3 +37,23 @@ def test_verdicts_from_rows():
 def test_missing_rows_are_not_verdicts():
   text = "\n".join(table.build_table([], [], [], []))
   assert "MET" not in text.replace("n/a", "")
+
+
+def test_table_reads_the_torch_reference_variants():
+  # torch is not a dependency of the tests: read the reference script's variant names from its source and
+  # check that the table finds each anchor row it compares against.
+  import ast
+  import pathlib
+  source = (pathlib.Path(table.__file__).parent / "torch_reference.py").read_text()
+  assignment = next(node for node in ast.parse(source).body if isinstance(node, ast.Assign)
+                    and getattr(node.targets[0], "id", None) == "STEP_VARIANTS")
+  variants = ast.literal_eval(assignment.value)
+  anchor = [{"what": "student_step", "variant": v, "ms": 100.0 + i, "clips_per_s": 1000.0 - i, "B": 128, "T": 10,
+             "H": 112, "device": "GPU"} for i, v in enumerate(variants)]
+  text = "\n".join(table.build_table(anchor, [], [], []))
+  for variant in variants:
+    assert f"torch {variant}" in text
+  assert "frozen student backbone: 1000 clips/s" in text   # the authors' setup row is recognised
+  step = [_step("teacher", "bfloat16", 50.0), _step("teacher", "float32", 100.0)]
+  lines = {line[:2]: line for line in table.build_table(anchor, [], step, [])}
+  assert "n/a" not in lines["1a"] and "n/a" not in lines["1b"]   # bf16 and fp32 fine-tune rows found
