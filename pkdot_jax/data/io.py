@@ -264,7 +264,7 @@ class ManualDownloadBuilder(ArrayRecordBuilder, skip_registration=True):
     config = download_config or tfds.download.DownloadConfig()
     mode = tfds.download.GenerateMode(config.download_mode)
     if self.data_path.exists() and not mode.overwrite_dataset and config.manual_dir is not None:
-      metadata = self.info.metadata or {}
+      metadata = dict(self.info.metadata.items())  # items(), not get(): tfds loads the stored metadata lazily
       check_source(self.name, self.data_path, metadata.get(SOURCE_KEY), config.manual_dir,
                    lambda: self._source_record(config.manual_dir))
     super().download_and_prepare(download_dir=download_dir, download_config=download_config, **kwargs)
