@@ -9,7 +9,7 @@ ceil(N / shard_count) examples and its last batch to `batch_size` with copies wh
 Random transforms get a `np.random.Generator` seeded by (seed, shard, batch number, position in batch), so
 results do not depend on the number of workers either.
 
-Batch format (see /work/contract.md): dict of NumPy arrays with leading axis B; integer fields become int32,
+Batch format (described in docs/data.md): dict of NumPy arrays with leading axis B; integer fields become int32,
 float64 becomes float32, and "mask" (bool) is added. String / bytes fields are dropped unless `keep_strings`.
 """
 

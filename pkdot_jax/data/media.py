@@ -1,4 +1,9 @@
-"""Decoding helpers (PyAV, PIL) shared by the Biovid and Aff-Wild2 builders. Errors name the file."""
+"""Decoding helpers (PyAV, PIL) shared by the Biovid and Aff-Wild2 builders.
+
+Errors are the decoders' own (PIL's OSError / SyntaxError, PyAV's FFmpegError, ValueError here); the builders
+call these through `io.BadInputLog.decode`, which names the file and lets skip_bad skip it. Every function
+finishes decoding before it returns (no lazily loaded image escapes), so errors surface inside that handler.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ def read_video_frames(path: str | os.PathLike, indices: np.ndarray | None = None
     size: (height, width) to resize to (bilinear), or None.
   """
   with av.open(os.fspath(path)) as container:
-    stream = container.streams.video[0]
+    stream = _video_stream(container, path)
     fps = float(stream.average_rate or stream.guessed_rate or 25.0)
     wanted = None if indices is None else set(int(i) for i in indices)
     last = None if indices is None else max(wanted)
@@ -41,19 +46,42 @@ def read_video_frames(path: str | os.PathLike, indices: np.ndarray | None = None
   return np.stack([frames[int(i)] for i in indices]), fps
 
 
+def _video_stream(container, path):
+  if not container.streams.video:
+    raise ValueError(f"{path}: no video stream")
+  return container.streams.video[0]
+
+
 def count_video_frames(path: str | os.PathLike) -> int:
   """Number of decodable frames (decodes the stream: container frame counts are unreliable)."""
   with av.open(os.fspath(path)) as container:
-    return sum(1 for _ in container.decode(container.streams.video[0]))
+    return sum(1 for _ in container.decode(_video_stream(container, path)))
 
 
-def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
-  """RGB uint8 (H, W, 3) image, resized bilinearly to (height, width) if size is given."""
+def video_fps(path: str | os.PathLike, default: float) -> float:
+  """The average frame rate of the first video stream (`default` when the container does not say)."""
+  with av.open(os.fspath(path)) as container:
+    return float(_video_stream(container, path).average_rate or default)
+
+
+def read_image_and_size(path: str | os.PathLike,
+                        size: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+  """(RGB uint8 (H, W, 3) image resized bilinearly to size=(height, width) if given, original (height, width)).
+
+  The file is fully decoded here (`load()`), so a truncated or corrupt file raises now, not at first use.
+  """
   with Image.open(os.fspath(path)) as image:
+    image.load()
+    original = (image.height, image.width)
     image = image.convert("RGB")
     if size is not None and image.size != (size[1], size[0]):
       image = image.resize((size[1], size[0]), Image.BILINEAR)
-    return np.asarray(image)
+    return np.asarray(image), original
+
+
+def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
+  """RGB uint8 (H, W, 3) image, resized bilinearly to (height, width) if size is given (fully decoded)."""
+  return read_image_and_size(path, size)[0]
 
 
 def read_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:

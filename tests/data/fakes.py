@@ -104,3 +104,32 @@ def write_affwild2(root, videos=None, num_frames=20):
       if not (root / "videos" / f"{base}.mp4").exists():
         write_mp4(root / "videos" / f"{base}.mp4", num_frames, 16, 16, fps=10, audio_seconds=num_frames / 10)
   return root
+
+
+def truncate(path, keep=0.5):
+  """Cuts a file to `keep` of its bytes (a download or copy that stopped early)."""
+  path = pathlib.Path(path)
+  data = path.read_bytes()
+  path.write_bytes(data[:max(1, int(len(data) * keep))])
+
+
+def garbage(path, size=600, seed=0):
+  """Overwrites a file with random bytes (not any image or video format)."""
+  pathlib.Path(path).write_bytes(np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes())
+
+
+def edit_samples_csv(part, sample_name, **fields):
+  """Sets fields (by column name) of the samples.csv row of `sample_name`; a None value cuts the row there."""
+  path = pathlib.Path(part) / "samples.csv"
+  lines = path.read_text().splitlines()
+  header = lines[0].split("\t")
+  for k, line in enumerate(lines[1:], start=1):
+    row = line.split("\t")
+    if row[header.index("sample_name")] == sample_name:
+      for name, value in fields.items():
+        if value is None:
+          row = row[:header.index(name)]
+        else:
+          row[header.index(name)] = str(value)
+      lines[k] = "\t".join(row)
+  path.write_text("\n".join(lines) + "\n")

@@ -15,6 +15,14 @@ Frames whose crop is missing repeat the previous available crop. The audio windo
 clip's time span [start of first frame, end of last frame] using the raw video's frame rate; it is zero-padded at
 the recording edges and has a fixed length round(num_frames / nominal_fps * audio_fs).
 
+Bad inputs (an unreadable or malformed annotation, missing crops or raw video, a crop or raw video that does not
+decode, a raw video without audio, crops of different sizes within a clip) raise a BadInputError naming the file
+(and line and field where one applies); with skip_bad=True the annotation / video is skipped, or for a bad crop
+the clips that need it, and the file is listed in info.metadata["skipped"]. Crops and audio are decoded while
+the records are written, so those checks happen then.
+
+A prepared set records its source in info.metadata["source"] and is not reused for another one (see `prepare`).
+
 Splits: the official "train" (Train_Set) and "validation" (Validation_Set). Fields: video uint8 (T, H, W, 3),
 audio float32 (La,), valence_arousal float32, [va_mask bool (T,)], video_id int32 (per split, sorted video
 names), subject int32 (= video_id: Aff-Wild2 has no subject ids), frame int32 (last frame, 1-based), index int32,
@@ -63,7 +71,7 @@ def _class_config(name):
   return {c.name: c for c in Affwild2.BUILDER_CONFIGS}[name]
 
 
-class Affwild2(io_lib.ArrayRecordBuilder):
+class Affwild2(io_lib.ManualDownloadBuilder):
   """Aff-Wild2 valence/arousal clips with aligned audio (see module docstring)."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -104,22 +112,29 @@ class Affwild2(io_lib.ArrayRecordBuilder):
                                  metadata=tfds.core.MetadataDict(), disable_shuffling=True,
                                  homepage="https://ibug.doc.ic.ac.uk/resources/aff-wild2/")
 
+  def source_inputs(self, manual_dir):
+    """What this builder reads: cropped_aligned/, the VA annotation folder(s) and the raw videos."""
+    manual = pathlib.Path(manual_dir)
+    annotation_roots, raw_videos = _find_inputs(manual)
+    return [manual / "cropped_aligned", *annotation_roots, *raw_videos.values()]
+
   def _split_generators(self, dl_manager):
     config: Affwild2Config = self.builder_config
     if config.target not in ("last", "every"):
       raise ValueError(f"target must be 'last' or 'every', got {config.target!r}")
     manual = pathlib.Path(os.fspath(dl_manager.manual_dir))  # local files; epath has no recursive glob
-    annotation_roots = sorted(manual.glob("**/VA_Estimation_Challenge"))
+    annotation_roots, raw_videos = _find_inputs(manual)
     if not annotation_roots:
       raise io_lib.BadInputError(f"affwild2: no VA_Estimation_Challenge folder under {manual}; expected layout:"
                                  f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    self.record_source(manual)
     frames_root = manual / "cropped_aligned"
-    raw_videos = {p.stem: p for p in manual.glob("**/*") if p.suffix.lower() in (".mp4", ".avi")
-                  and "cropped_aligned" not in str(p)}
     bad = io_lib.BadInputLog("affwild2", config.skip_bad)
-    splits, subjects = {}, {}
+    splits = {}
     for split, folder in _SPLITS.items():
       clips = []
+      if not (annotation_roots[0] / folder).is_dir():
+        raise io_lib.BadInputError(f"affwild2: no {folder} folder in {annotation_roots[0]} (split {split!r})")
       names = sorted(p.stem for p in (annotation_roots[0] / folder).glob("*.txt"))
       for video_id, name in enumerate(names):
         labels = read_annotation(annotation_roots[0] / folder / f"{name}.txt", bad)
@@ -132,13 +147,10 @@ class Affwild2(io_lib.ArrayRecordBuilder):
         clips.extend(self._video_clips(name, video_id, labels, frames_root / name, raw_videos[base], bad))
       if not clips:
         raise io_lib.BadInputError(f"affwild2: no usable clips in split {split!r} ({bad.report()})")
-      for i, clip in enumerate(clips):
-        clip["index"] = i
       splits[split] = clips
-      subjects[split] = [c["video_id"] for c in clips]
     self.skipped_report = bad.report()
-    self.info.metadata.update({"audio_fs": config.audio_fs, "subject": subjects, "skipped": list(bad.skipped)})
-    return {split: self._generate_examples(clips, frames_root, raw_videos) for split, clips in splits.items()}
+    self.info.metadata.update({"audio_fs": config.audio_fs, "subject": {}, "skipped": list(bad.skipped)})
+    return {split: self._generate_examples(split, clips, frames_root, bad) for split, clips in splits.items()}
 
   def _video_clips(self, name, video_id, labels, frame_dir, raw_video, bad):
     """Clip descriptors (no pixels yet) of one video."""
@@ -146,37 +158,42 @@ class Affwild2(io_lib.ArrayRecordBuilder):
     t = config.num_frames
     available = {int(p.stem) for p in frame_dir.glob("*.jpg") if p.stem.isdigit()} if frame_dir.is_dir() else set()
     if not available:
-      bad.bad(frame_dir, "no cropped_aligned frames")
+      bad.bad(frame_dir, "no cropped_aligned frames" + ("" if frame_dir.is_dir() else " (no such folder)"))
       return []
     labelled = np.flatnonzero((labels != NO_LABEL).all(axis=1)) + 1  # 1-based frame numbers
     ends = [f for f in labelled if f in available and f >= t][:: config.clip_stride]
     return [{"video_name": name, "video_id": video_id, "subject": video_id, "frame": int(f),
              "raw_video": os.fspath(raw_video), "labels": labels, "available": available} for f in ends]
 
-  def _generate_examples(self, clips, frames_root, raw_videos):
+  def _generate_examples(self, split, clips, frames_root, bad):
+    """Decodes and yields the clips; a clip whose crop or raw video does not decode is skipped under skip_bad.
+
+    Records are numbered as written (record i has index i); the per-split subject list and the skipped list in
+    info.metadata are set once the split is written (tfds writes the metadata after all splits).
+    """
     config: Affwild2Config = self.builder_config
     t = config.num_frames
-    audio_cache: dict[str, tuple[np.ndarray, float]] = {}
+    size = (config.height, config.width)
+    track_of, failed = {}, set()  # raw video -> (audio, fps), for the current video only; files that failed
+    subjects = []
     for clip in clips:
       raw = clip["raw_video"]
-      if raw not in audio_cache:
-        audio_cache.clear()  # clips are grouped by video: keep one decoded track
-        with media.av.open(raw) as container:
-          stream = container.streams.video[0]
-          fps = float(stream.average_rate or config.nominal_fps)
-        audio_cache[raw] = (media.read_audio(raw, config.audio_fs), fps)
-      audio, fps = audio_cache[raw]
+      if raw in failed:
+        continue
+      if raw not in track_of:
+        track_of.clear()  # clips are grouped by video: keep one decoded track
+        track = bad.decode(raw, "raw video audio track", lambda: (
+            media.read_audio(raw, config.audio_fs), media.video_fps(raw, config.nominal_fps)))
+        if track is None:
+          failed.add(raw)
+          continue
+        track_of[raw] = track
+      audio, fps = track_of[raw]
+      video = self._clip_frames(clip, frames_root / clip["video_name"], size, bad, failed)
+      if video is None:
+        continue
       last = clip["frame"]
       numbers = np.arange(last - t + 1, last + 1)
-      frames, previous = [], None
-      for number in numbers:
-        candidates = [n for n in range(number, 0, -1) if n in clip["available"]]
-        chosen = candidates[0] if candidates else min(clip["available"])
-        if chosen != previous:
-          image = media.read_image(frames_root / clip["video_name"] / f"{chosen:05d}.jpg",
-                                   (config.height, config.width))
-          previous = chosen
-        frames.append(image)
       end_sample = int(round(last / fps * config.audio_fs))
       window = np.zeros(config.audio_length, np.float32)
       start = end_sample - config.audio_length
@@ -184,8 +201,9 @@ class Affwild2(io_lib.ArrayRecordBuilder):
       if hi > lo:
         window[lo - start:hi - start] = audio[lo:hi]
       labels = clip["labels"][numbers - 1]
-      example = {"video": np.stack(frames), "audio": window, "video_id": clip["video_id"],
-                 "subject": clip["subject"], "frame": last, "index": clip["index"],
+      index = len(subjects)
+      example = {"video": video, "audio": window, "video_id": clip["video_id"],
+                 "subject": clip["subject"], "frame": last, "index": index,
                  "video_name": clip["video_name"]}
       if config.target == "last":
         example["valence_arousal"] = labels[-1].astype(np.float32)
@@ -193,34 +211,95 @@ class Affwild2(io_lib.ArrayRecordBuilder):
         mask = (labels != NO_LABEL).all(axis=1)
         example["valence_arousal"] = np.where(mask[:, None], labels, 0.0).astype(np.float32)
         example["va_mask"] = mask
-      yield clip["index"], example
+      subjects.append(clip["subject"])
+      yield index, example
+    self.skipped_report = bad.report()
+    if not subjects:
+      raise io_lib.BadInputError(f"affwild2: no usable clips in split {split!r} ({self.skipped_report})")
+    self.info.metadata["subject"][split] = subjects
+    self.info.metadata["skipped"] = list(bad.skipped)
+
+  def _clip_frames(self, clip, frame_dir, size, bad, failed):
+    """(T, H, W, 3) crops of one clip (a missing crop repeats the previous one), or None if one is bad."""
+    t = self.builder_config.num_frames
+    frames, decoded, first = [], {}, None
+    for number in range(clip["frame"] - t + 1, clip["frame"] + 1):
+      candidates = [n for n in range(number, 0, -1) if n in clip["available"]]
+      chosen = candidates[0] if candidates else min(clip["available"])
+      path = frame_dir / f"{chosen:05d}.jpg"
+      if path in failed:
+        return None
+      if chosen not in decoded:
+        result = bad.decode(path, "JPEG crop", lambda: media.read_image_and_size(path, size))
+        if result is None:
+          failed.add(path)
+          return None
+        decoded[chosen] = result
+        if first is None:
+          first = (path.name, result[1])
+        elif result[1] != first[1]:
+          bad.bad(path, f"crop is {result[1][1]}x{result[1][0]} (width x height) but {first[0]} of the same clip "
+                  f"is {first[1][1]}x{first[1][0]}")
+          failed.add(path)
+          return None
+      frames.append(decoded[chosen][0])
+    return np.stack(frames)
+
+
+def _find_inputs(manual: pathlib.Path) -> tuple[list[pathlib.Path], dict[str, pathlib.Path]]:
+  """(VA_Estimation_Challenge folders, raw videos by stem) under `manual`; cropped_aligned/ is not searched."""
+  annotation_roots, raw_videos = [], {}
+  for folder, dirs, files in os.walk(manual, followlinks=True):
+    dirs[:] = sorted(d for d in dirs if d != "cropped_aligned")
+    if os.path.basename(folder) == "VA_Estimation_Challenge":
+      annotation_roots.append(pathlib.Path(folder))
+    for name in sorted(files):
+      path = pathlib.Path(folder, name)
+      if path.suffix.lower() in (".mp4", ".avi"):
+        raw_videos.setdefault(path.stem, path)
+  return sorted(annotation_roots), raw_videos
 
 
 def read_annotation(path, bad: io_lib.BadInputLog) -> np.ndarray | None:
-  """(num_frames, 2) float64 valence, arousal per frame (row k = frame k + 1); -5 kept as the no-label mark."""
+  """(num_frames, 2) float64 valence, arousal per frame (row k = frame k + 1); -5 kept as the no-label mark.
+
+  Problems (unreadable, wrong header, a line without exactly two numbers, NaN/Inf, a value outside [-1, 1] other
+  than -5) are reported through `bad` naming the file and line, and give None.
+  """
   path = epath.Path(path)
   try:
-    lines = path.read_text().strip().splitlines()
+    lines = path.read_text().splitlines()
   except (OSError, UnicodeDecodeError) as error:
-    bad.bad(path, f"unreadable: {error}")
+    bad.bad(path, f"unreadable: {error}", cause=error)
     return None
+  while lines and not lines[-1].strip():
+    lines.pop()
   header = [h.strip().lower() for h in lines[0].split(",")] if lines else []
   if header != ["valence", "arousal"]:
     bad.bad(path, f"first line must be 'valence,arousal', got {lines[0] if lines else '(empty file)'!r}")
     return None
-  try:
-    values = np.asarray([[float(v) for v in line.split(",")] for line in lines[1:]], dtype=np.float64)
-  except ValueError as error:
-    bad.bad(path, f"malformed line: {error}")
+  if len(lines) < 2:
+    bad.bad(path, "no annotation lines after the header")
     return None
-  if values.ndim != 2 or values.shape[1] != 2:
-    bad.bad(path, f"expected 2 values per line, got shape {values.shape}")
+  values = np.empty((len(lines) - 1, 2), np.float64)
+  for row, line in enumerate(lines[1:]):
+    fields = line.split(",")
+    if len(fields) != 2:
+      bad.bad(path, f"line {row + 2}: {len(fields)} field(s) {line!r}, expected 2 (valence,arousal)")
+      return None
+    for col, (name, field) in enumerate(zip(header, fields)):
+      try:
+        values[row, col] = float(field)
+      except ValueError:
+        bad.bad(path, f"line {row + 2}: field {name!r} is {field.strip()!r}, not a number")
+        return None
+  if not io_lib.check_finite(values, path, "valence/arousal", bad, first_line=2, columns=header):
     return None
-  if not io_lib.check_finite(values, path, "valence/arousal", bad):
-    return None
-  labelled = (values != NO_LABEL).all(axis=1)
-  if np.abs(values[labelled]).max(initial=0.0) > 1.0:
-    bad.bad(path, "valence/arousal outside [-1, 1] (other than the -5 no-label mark)")
+  outside = (np.abs(values) > 1.0) & (values != NO_LABEL)
+  if outside.any():
+    row, col = np.argwhere(outside)[0]
+    bad.bad(path, f"line {row + 2}: field {header[col]!r} is {values[row, col]:g}, outside [-1, 1] (and not the "
+            f"{NO_LABEL:g} no-label mark)")
     return None
   return values
 
@@ -241,7 +320,17 @@ def make_config(config_name: str = "va_last", **overrides) -> Affwild2Config:
 
 def prepare(data_dir: str | os.PathLike, manual_dir: str | os.PathLike, config_name: str = "va_last", *,
             quiet: bool = True, **overrides):
-  """Builds (or reuses) Aff-Wild2 from `manual_dir`; returns {"train": source, "validation": source}."""
+  """Builds (or reuses) Aff-Wild2 from `manual_dir`; returns {"train": source, "validation": source}.
+
+  overrides: Affwild2Config fields. Skipped bad inputs (skip_bad=True) are listed in info.metadata["skipped"].
+
+  Reuse is checked, never silent: when <data_dir>/affwild2/<config>/<version> exists, the source it was built
+  from (absolute manual dir, digest of the input files' relative paths and sizes, config options) must equal the
+  one asked for, or a StaleDatasetError names both sources, what differs, and the directory to delete to
+  rebuild. It refuses rather than rebuilds (a rebuild would delete a prepared set that other runs may still
+  read). When the recorded manual dir no longer holds the files (deleted after preparing), it is reused with a
+  warning.
+  """
   config = make_config(config_name, **overrides)
   if quiet:
     tfds.disable_progress_bar()

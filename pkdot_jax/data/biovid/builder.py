@@ -11,14 +11,23 @@ itself):
   video/<subject>/<sample>.mp4     face video, 25 fps                        (official layout), or
   frames/<subject>/<sample>/img_00001.jpg ...  pre-extracted face crops      (frames layout)
 
-Sample names look like 071309_w_21-PA4-006 (subject 071309_w_21). When both video and frames exist the frames
-are used. Per example: `num_frames` frames sampled uniformly over the clip (TSN-style random segments are a
+Sample names look like 071309_w_21-PA4-006 (subject 071309_w_21); the class and subject columns of samples.csv
+must agree with the name. When both video and frames exist the frames are used; the frames of one clip must all
+have the same size. Per example: `num_frames` frames sampled uniformly over the clip (TSN-style random segments are a
 training transform applied to these), resized to (height, width); the chosen physiological channels as a
 `window_length`-sample window at 512 Hz from the start of the recording; labels, subject id and name.
 
 Example fields: video uint8 (T, H, W, 3); physio float32 (window_length, C) in `channels` order; label int64;
 pain_level int32 (0 = BL1 .. 4 = PA4); subject, index, video_id int32; subject_name, sample_name text.
 One split, "train" (all samples); subject-disjoint folds come from pkdot_jax.data.folds.subject_folds.
+
+Bad inputs (unreadable, malformed or contradictory rows, missing files, undecodable frames or videos, too short
+recordings, NaN/Inf) raise a BadInputError naming the file (and line and field where one applies); with
+skip_bad=True the sample is skipped instead and listed in info.metadata["skipped"].
+
+A prepared set records its source (absolute manual dir, a digest of the input files' relative paths and sizes,
+the config options) in info.metadata["source"]; preparing again into the same data_dir and config from another
+source is refused (see `prepare`).
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import dataclasses
 import os
 import re
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -37,6 +47,7 @@ from pkdot_jax.data import io as io_lib
 from pkdot_jax.data import media, transforms
 
 FS = 512
+TIME_STEP_US = 1e6 / FS  # the `time` column of a _bio.csv is in microseconds
 LEVEL_NAMES = ("BL1", "PA1", "PA2", "PA3", "PA4")
 _SAMPLE_RE = re.compile(r"^(?P<subject>.+)-(?P<level>BL1|PA[1-4])-(?P<trial>\d+)$")
 
@@ -64,7 +75,7 @@ def _class_config(name):
   return {c.name: c for c in Biovid.BUILDER_CONFIGS}[name]
 
 
-class Biovid(io_lib.ArrayRecordBuilder):
+class Biovid(io_lib.ManualDownloadBuilder):
   """BioVid Heat Pain Database (see module docstring)."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -110,11 +121,20 @@ class Biovid(io_lib.ArrayRecordBuilder):
         homepage="https://www.nit.ovgu.de/BioVid.html",
     )
 
+  def source_inputs(self, manual_dir):
+    """The files this config reads: samples.csv, its biosignals folder, video/ and frames/ of the part."""
+    config: BiovidConfig = self.builder_config
+    root = _find_part_root(epath.Path(manual_dir), config.part)
+    if root is None:
+      return []
+    return [root / "samples.csv", root / f"biosignals_{config.biosignals}", root / "video", root / "frames"]
+
   def _split_generators(self, dl_manager):
     config: BiovidConfig = self.builder_config
     root = _part_root(epath.Path(dl_manager.manual_dir), config.part)
+    self.record_source(dl_manager.manual_dir)
     bad = io_lib.BadInputLog("biovid", config.skip_bad)
-    samples = read_samples_csv(root / "samples.csv", config.levels)
+    samples = read_samples_csv(root / "samples.csv", config.levels, bad)
     examples = []
     for subject_name, level, sample_name in samples:
       example = self._load_sample(root, subject_name, level, sample_name, bad)
@@ -157,102 +177,230 @@ class Biovid(io_lib.ArrayRecordBuilder):
     if frame_dir.is_dir():
       files = sorted(frame_dir.glob("img_*.jpg"))
       if len(files) < config.num_frames:
-        bad.bad(frame_dir, f"clip has {len(files)} frames, fewer than num_frames={config.num_frames}")
+        expected = "" if files else " (frames are named img_00001.jpg, img_00002.jpg, ...)"
+        bad.bad(frame_dir, f"clip has {len(files)} frames, fewer than num_frames={config.num_frames}{expected}")
         return None
-      chosen = transforms.frame_indices(len(files), config.num_frames)
-      try:
-        return np.stack([media.read_image(files[i], size) for i in chosen])
-      except (OSError, ValueError) as error:
-        bad.bad(files[0].parent, f"unreadable frame: {error}")
-        return None
+      frames, first = [], None
+      for i in transforms.frame_indices(len(files), config.num_frames):
+        decoded = bad.decode(files[i], "JPEG frame", lambda f=files[i]: media.read_image_and_size(f, size))
+        if decoded is None:
+          return None
+        image, original = decoded
+        if first is None:
+          first = (files[i].name, original)
+        elif original != first[1]:
+          bad.bad(files[i], f"frame is {original[1]}x{original[0]} (width x height) but {first[0]} of the same "
+                  f"clip is {first[1][1]}x{first[1][0]}")
+          return None
+        frames.append(image)
+      return np.stack(frames)
     if not video_path.exists():
       bad.bad(video_path, f"missing (neither it nor the frames folder {frame_dir} exists)")
       return None
-    try:
-      count = media.count_video_frames(video_path)
-      if count < config.num_frames:
-        bad.bad(video_path, f"clip has {count} frames, fewer than num_frames={config.num_frames}")
-        return None
-      frames, _ = media.read_video_frames(video_path, transforms.frame_indices(count, config.num_frames), size)
-      return frames
-    except Exception as error:  # PyAV raises its own error hierarchy for corrupt files.
-      bad.bad(video_path, f"unreadable video: {error}")
+    count = bad.decode(video_path, "video", lambda: media.count_video_frames(video_path))
+    if count is None:
       return None
+    if count < config.num_frames:
+      bad.bad(video_path, f"clip has {count} frames, fewer than num_frames={config.num_frames}")
+      return None
+    decoded = bad.decode(video_path, "video", lambda: media.read_video_frames(
+        video_path, transforms.frame_indices(count, config.num_frames), size))
+    return None if decoded is None else decoded[0]
 
 
-def _part_root(manual_dir: epath.Path, part: str) -> epath.Path:
+def _find_part_root(manual_dir: epath.Path, part: str) -> epath.Path | None:
   for candidate in (manual_dir / f"Part{part}", manual_dir / f"part{part}", manual_dir):
     if (candidate / "samples.csv").exists():
       return candidate
-  raise io_lib.BadInputError(
-      f"biovid: no samples.csv in {manual_dir / f'Part{part}'} or {manual_dir}; expected layout:"
-      f"{Biovid.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+  return None
 
 
-def _sniff_rows(path) -> list[list[str]]:
-  text = epath.Path(path).read_text()
-  delimiter = "\t" if "\t" in text.splitlines()[0] else ","
-  return [row for row in csv.reader(text.splitlines(), delimiter=delimiter) if row]
+def _part_root(manual_dir: epath.Path, part: str) -> epath.Path:
+  root = _find_part_root(manual_dir, part)
+  if root is None:
+    raise io_lib.BadInputError(
+        f"biovid: no samples.csv in {manual_dir / f'Part{part}'} or {manual_dir}; expected layout:"
+        f"{Biovid.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+  return root
 
 
-def read_samples_csv(path, levels: Sequence[int]) -> list[tuple[str, int, str]]:
-  """(subject_name, pain level 0..4, sample_name) of every listed sample whose level is in `levels`."""
+class _Table(NamedTuple):
+  header: list[str]           # as written
+  names: list[str]            # stripped, lower case
+  rows: list[tuple[int, list[str]]]  # (line number, fields); blank lines dropped
+
+
+def _read_table(path: epath.Path) -> _Table:
+  """A tab- (or comma-, when the first line has no tab) separated file; raises OSError / ValueError."""
+  text = path.read_text()
+  lines = text.splitlines()
+  if not lines or not lines[0].strip():
+    raise ValueError("empty file" if not text.strip() else "the first line (the header) is blank")
+  delimiter = "\t" if "\t" in lines[0] else ","
+  reader = csv.reader(lines, delimiter=delimiter)
+  rows = []
+  for row in reader:
+    if any(field.strip() for field in row):
+      rows.append((reader.line_num, row))
+  header = rows[0][1]
+  return _Table(header, [h.strip().lower() for h in header], rows[1:])
+
+
+def _field(path, bad, line: int, row: list[str], name: str, position: int, header_size: int) -> str | None:
+  if position >= len(row):
+    bad.bad(path, f"line {line}: no {name!r} field (the row has {len(row)} fields, the header {header_size})")
+    return None
+  return row[position].strip()
+
+
+def _level_of(path, bad, line: int, name: str, value: str, sample_name: str) -> int | None:
+  if name == "class_id":
+    try:
+      level = int(value)
+    except ValueError:
+      level = None
+    if level is None or not 0 <= level < len(LEVEL_NAMES):
+      bad.bad(path, f"line {line}: field 'class_id' of {sample_name!r} is {value!r}, not a class id 0..4 "
+              f"({', '.join(f'{k} = {n}' for k, n in enumerate(LEVEL_NAMES))})")
+      return None
+    return level
+  if value.upper() not in LEVEL_NAMES:
+    bad.bad(path, f"line {line}: field 'class_name' of {sample_name!r} is {value!r}, not one of {list(LEVEL_NAMES)}")
+    return None
+  return LEVEL_NAMES.index(value.upper())
+
+
+def read_samples_csv(path, levels: Sequence[int],
+                     bad: io_lib.BadInputLog | None = None) -> list[tuple[str, int, str]]:
+  """(subject_name, pain level 0..4, sample_name) of every listed sample whose level is in `levels`.
+
+  An unreadable file or a header without sample_name raises BadInputError. A bad row (too few fields, a class id
+  that is not 0..4, a class_id / class_name / subject_name that contradicts the sample name, a repeated sample)
+  is reported through `bad` naming the file, line and field: raised, or skipped and counted under skip_bad.
+  Every row is checked, also those whose level is not in `levels` (a wrong class id could move a row in).
+  """
   path = epath.Path(path)
+  bad = bad or io_lib.BadInputLog("biovid", skip_bad=False)
   try:
-    rows = _sniff_rows(path)
-  except (OSError, UnicodeDecodeError, IndexError) as error:
+    table = _read_table(path)
+  except (OSError, UnicodeDecodeError, ValueError) as error:
     raise io_lib.BadInputError(f"biovid: {path}: cannot read: {error}") from error
-  header = [h.strip().lower() for h in rows[0]]
-  if "sample_name" not in header:
-    raise io_lib.BadInputError(f"biovid: {path}: no 'sample_name' column; header is {rows[0]}")
-  col = {name: header.index(name) for name in header}
-  out = []
-  for row in rows[1:]:
-    sample_name = row[col["sample_name"]].strip()
-    match = _SAMPLE_RE.match(sample_name)
-    if "class_id" in col:
-      level = int(row[col["class_id"]])
-    elif match:
-      level = LEVEL_NAMES.index(match["level"])
+  if "sample_name" not in table.names:
+    raise io_lib.BadInputError(f"biovid: {path}: no 'sample_name' column; header is {table.header}")
+  col = {name: table.names.index(name) for name in ("sample_name", "class_id", "class_name", "subject_name")
+         if name in table.names}
+  out, seen = [], {}
+  for line, row in table.rows:
+    fields = {}
+    for name, position in col.items():
+      fields[name] = _field(path, bad, line, row, name, position, len(table.header))
+      if fields[name] is None:
+        break
     else:
-      raise io_lib.BadInputError(f"biovid: {path}: cannot tell the class of sample {sample_name!r}")
-    if "subject_name" in col:
-      subject_name = row[col["subject_name"]].strip()
-    elif match:
-      subject_name = match["subject"]
-    else:
-      raise io_lib.BadInputError(f"biovid: {path}: cannot tell the subject of sample {sample_name!r}")
-    if level in levels:
-      out.append((subject_name, level, sample_name))
+      sample = _check_sample_row(path, bad, line, fields)
+      if sample is None:
+        continue
+      sample_name = sample[2]
+      if sample_name in seen:
+        bad.bad(path, f"line {line}: sample {sample_name!r} is listed again (first on line {seen[sample_name]})")
+        continue
+      seen[sample_name] = line
+      if sample[1] in levels:
+        out.append(sample)
   return out
 
 
+def _check_sample_row(path, bad, line: int, fields: dict[str, str]) -> tuple[str, int, str] | None:
+  sample_name = fields["sample_name"]
+  if not sample_name:
+    bad.bad(path, f"line {line}: field 'sample_name' is empty")
+    return None
+  match = _SAMPLE_RE.match(sample_name)
+  found = {}  # field -> level
+  for name in ("class_id", "class_name"):
+    if name in fields:
+      found[name] = _level_of(path, bad, line, name, fields[name], sample_name)
+      if found[name] is None:
+        return None
+  if match:
+    found["sample_name"] = LEVEL_NAMES.index(match["level"])
+  if not found:
+    bad.bad(path, f"line {line}: cannot tell the class of sample {sample_name!r}: no class_id / class_name column "
+            "and the name is not <subject>-<BL1|PA1..PA4>-<trial>")
+    return None
+  if len(set(found.values())) > 1:
+    bad.bad(path, f"line {line}: the class fields contradict each other: " + ", ".join(
+        f"{name} {fields[name]!r} = {LEVEL_NAMES[level]}" for name, level in found.items()))
+    return None
+  level = next(iter(found.values()))
+  if "subject_name" in fields:
+    subject_name = fields["subject_name"]
+    if not subject_name:
+      bad.bad(path, f"line {line}: field 'subject_name' of {sample_name!r} is empty")
+      return None
+    if match and match["subject"] != subject_name:
+      bad.bad(path, f"line {line}: field 'subject_name' {subject_name!r} contradicts the sample name "
+              f"{sample_name!r} (subject {match['subject']!r})")
+      return None
+  elif match:
+    subject_name = match["subject"]
+  else:
+    bad.bad(path, f"line {line}: cannot tell the subject of sample {sample_name!r}: no subject_name column and "
+            "the name is not <subject>-<BL1|PA1..PA4>-<trial>")
+    return None
+  return subject_name, level, sample_name
+
+
 def read_bio_csv(path, channels: Sequence[str], window_length: int, bad: io_lib.BadInputLog) -> np.ndarray | None:
-  """The `channels` columns (found by header name) of a <sample>_bio.csv as float32 (window_length, C)."""
+  """The `channels` columns (found by header name) of a <sample>_bio.csv as float32 (window_length, C).
+
+  The first `window_length` rows are used; their `time` column (microseconds) must increase in steps of
+  1e6 / 512 us (within 5 %). Problems are reported through `bad` naming the file (line and field where one
+  applies) and give None.
+  """
   path = epath.Path(path)
   if not path.exists():
     bad.bad(path, "missing")
     return None
   try:
-    rows = _sniff_rows(path)
-  except (OSError, UnicodeDecodeError, IndexError) as error:
-    bad.bad(path, f"unreadable: {error}")
+    table = _read_table(path)
+  except (OSError, UnicodeDecodeError, ValueError) as error:
+    bad.bad(path, f"unreadable: {error}", cause=error)
     return None
-  columns = io_lib.require_columns(rows[0], channels, path, bad)
+  names = ["time", *channels]
+  columns = io_lib.require_columns(table.header, names, path, bad)
   if columns is None:
     return None
-  try:
-    values = np.asarray([[float(row[c]) for c in columns] for row in rows[1:]], dtype=np.float64)
-  except (ValueError, IndexError) as error:
-    bad.bad(path, f"malformed row: {error}")
+  rows = table.rows[:window_length]
+  if len(rows) < window_length:
+    bad.bad(path, f"{len(table.rows)} samples, fewer than window_length={window_length} ({window_length / FS} s)")
     return None
-  if values.shape[0] < window_length:
-    bad.bad(path, f"{values.shape[0]} samples, fewer than window_length={window_length} ({window_length / FS} s)")
+  values = np.empty((window_length, len(names)), np.float64)
+  for r, (line, row) in enumerate(rows):
+    for c, (name, position) in enumerate(zip(names, columns)):
+      if position >= len(row):
+        bad.bad(path, f"line {line}: no {name!r} field (the row has {len(row)} fields, the header "
+                f"{len(table.header)})")
+        return None
+      try:
+        values[r, c] = float(row[position])
+      except ValueError:
+        bad.bad(path, f"line {line}: field {name!r} is {row[position]!r}, not a number")
+        return None
+  if not io_lib.check_finite(values, path, f"columns {names}", bad, first_line=rows[0][0], columns=names):
     return None
-  values = values[:window_length]
-  if not io_lib.check_finite(values, path, f"columns {list(channels)}", bad):
+  steps = np.diff(values[:, 0])
+  if (steps <= 0).any():
+    r = int(np.flatnonzero(steps <= 0)[0]) + 1
+    bad.bad(path, f"line {rows[r][0]}: field 'time' is {values[r, 0]:g}, not after the previous line's "
+            f"{values[r - 1, 0]:g}")
     return None
-  return values.astype(np.float32)
+  median = float(np.median(steps)) if steps.size else TIME_STEP_US
+  if abs(median / TIME_STEP_US - 1.0) > 0.05:
+    bad.bad(path, f"column 'time' advances {median:g} per sample, expected {TIME_STEP_US:g} (microseconds at "
+            f"{FS} Hz): another unit or sampling rate?")
+    return None
+  return values[:, 1:].astype(np.float32)
 
 
 def make_config(config_name: str = "binary", **overrides) -> BiovidConfig:
@@ -276,6 +424,13 @@ def prepare(data_dir: str | os.PathLike, manual_dir: str | os.PathLike, config_n
 
   overrides: BiovidConfig fields (num_frames, height, width, channels, window_length, biosignals, skip_bad).
   Skipped bad inputs (skip_bad=True) are logged and listed in info.metadata["skipped"].
+
+  Reuse is checked, never silent: when <data_dir>/biovid/<config>/<version> exists, the source it was built from
+  (absolute manual dir, digest of the input files' relative paths and sizes, config options) must equal the one
+  asked for, or a StaleDatasetError names both sources, what differs, and the directory to delete to rebuild.
+  It refuses rather than rebuilds: deleting a prepared set by itself could destroy hours of work that other runs
+  still read. When the recorded manual dir no longer holds the files (deleted after preparing), the prepared set
+  is reused with a warning.
   """
   config = make_config(config_name, **overrides)
   if quiet:

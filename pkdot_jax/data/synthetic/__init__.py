@@ -9,6 +9,7 @@ import os
 
 import tensorflow_datasets as tfds
 
+from pkdot_jax.data import io as io_lib
 from pkdot_jax.data.synthetic.builder import PkdotSynthetic, SyntheticConfig, make_config
 from pkdot_jax.data.synthetic.generator import PHYSIO_CHANNELS, SyntheticSpec, generate_arrays
 
@@ -35,7 +36,7 @@ def prepare_builder(data_dir: str | os.PathLike, config_name: str = "binary", se
   stored = builder.info.metadata
   expected = {"seed": int(config.seed), "spec": {k: v for k, v in vars(config.spec).items()}}
   if stored.get("seed") != expected["seed"] or dict(stored.get("spec", {})) != expected["spec"]:
-    raise ValueError(
+    raise io_lib.StaleDatasetError(
         f"{builder.data_dir} holds a pkdot_synthetic set with seed={stored.get('seed')} spec={stored.get('spec')}, "
         f"but seed={expected['seed']} spec={expected['spec']} was asked; delete that directory or use another "
         "data_dir")
