@@ -146,12 +146,12 @@ def general_help() -> str:
   lines = ["usage: pkdot COMMAND [flags]      (also: python -m pkdot_jax.main COMMAND [flags])", "", "commands:"]
   lines += [f"  {c:<8} {_COMMAND_HELP[c][0]}" for c in COMMANDS]
   lines += ["", "examples:"] + [f"  {_COMMAND_HELP[c][1][0]}" for c in COMMANDS]
-  lines += ["", "`pkdot COMMAND --help` (or `pkdot help COMMAND`) shows a command's flags.",
-            "Multi-host: pass --coordinator_address/--num_processes/--process_id (or run under SLURM / Open MPI, "
-            "or set",
-            "PKDOT_COORDINATOR, PKDOT_NUM_PROCESSES, PKDOT_PROCESS_ID); every process runs the same command.",
-            "Errors in the command line or the config print one line and exit 2; --debug (or PKDOT_DEBUG=1) shows",
-            "the traceback."]
+  lines += ["", "`pkdot COMMAND --help` (or `pkdot help COMMAND`) shows a command's flags.", "",
+            _wrap("Multi-host: pass --coordinator_address/--num_processes/--process_id (or run under SLURM / "
+                  "Open MPI, or set PKDOT_COORDINATOR, PKDOT_NUM_PROCESSES, PKDOT_PROCESS_ID); every process "
+                  "runs the same command.", 0),
+            _wrap("Errors in the command line or the config print one line and exit with status 2; --debug (or "
+                  "PKDOT_DEBUG=1) shows the traceback.", 0)]
   return "\n".join(lines) + "\n"
 
 
@@ -288,6 +288,8 @@ def _check_train(config, workdir: str, stages: tuple[str, ...]) -> None:
         config_opt.optimizer[key] = value
       config_opt.optimizer.total_steps = 1
     make_optimizer(config_opt)
+  from pkdot_jax.train import parallel
+  parallel.check_global_batch(config.batch_size, parallel.make_mesh(config.get("num_devices")))
   dcfg = config.data
   if dcfg.name not in data_lib.DATASETS:
     raise UserError(f"config.data.name={dcfg.name!r} is not a dataset; datasets are {', '.join(data_lib.DATASETS)}")

@@ -124,23 +124,59 @@ def test_report_of_a_missing_directory_is_a_user_error(tmp_path):
   assert_user_error(pkdot("report", tmp_path / "none"), "no finished runs")
 
 
-@pytest.mark.parametrize("override,fragment", [
-    (["--config.model.dtype=float16"], "dtype"),
-    (["--config.model.dtype", "float16"], "dtype"),
-    (["--stages=teacher,nosuch"], "unknown stage 'nosuch'"),
-    (["--config.distill.method=typo"], "typo"),
-    (["--config.model.fusion.kind=nosuch"], "fusion.kind"),
-    (["--config.optimizer.name=lbfgs"], "optimizer.name"),
-    (["--config.tnet.objective=l1"], "objective"),
-    (["--config.data.protocol=nosuch"], "protocol"),
+@pytest.mark.parametrize("args,fragment", [
+    (["--config=synthetic:smoke", "--config.model.dtype=float16"], "dtype"),
+    (["--config", "synthetic:smoke", "--config.model.dtype", "float16"], "dtype"),
+    (["--config=synthetic:smoke", "--stages=teacher,nosuch"], "unknown stage 'nosuch'"),
+    (["--config=synthetic:smoke", "--config.distill.method=typo"], "typo"),
 ])
-@pytest.mark.parametrize("config_form", ["equals", "space"])
-def test_bad_config_writes_nothing(override, fragment, config_form, tmp_path):
+def test_bad_config_writes_nothing(args, fragment, tmp_path):
   workdir = tmp_path / "run"
-  config = ["--config=synthetic:smoke"] if config_form == "equals" else ["--config", "synthetic:smoke"]
-  proc = pkdot("train", *config, f"--workdir={workdir}", *override)
-  assert_user_error(proc, fragment)
+  assert_user_error(pkdot("train", *args, f"--workdir={workdir}"), fragment)
   assert not workdir.exists()  # no config.json: the corrected command is not refused as "another config"
+
+
+CHECKS = """
+import sys
+from pkdot_jax import configs, main
+
+def fails(fragment, **fields):
+  config = configs.load("synthetic:smoke")
+  with config.unlocked():
+    for path, value in fields.items():
+      *parents, last = path.split("__")
+      node = config
+      for p in parents:
+        node = node[p]
+      node[last] = value
+  try:
+    main._check_train(config, sys.argv[1], tuple(config.pipeline))
+  except Exception as e:
+    assert main.is_user_error(e, running=False), repr(e)
+    assert fragment in str(e), (fragment, str(e))
+  else:
+    raise AssertionError(f"no error for {fields}")
+
+fails("fusion.kind", model__fusion__kind="nosuch")
+fails("num_tokens", model__fusion__num_tokens=7)
+fails("student.mode", model__student__mode="nosuch")
+fails("optimizer.name", optimizer__name="lbfgs")
+fails("objective", tnet__objective="l1")
+fails("protocol", data__protocol="nosuch")
+fails("data.fold", data__fold=99)
+fails("config.data.name", data__name="nosuch")
+fails("batch_size", batch_size=0)
+fails("not divisible by the 2 devices", batch_size=3)
+fails("devices", num_devices=5)
+print("all refused")
+"""
+
+
+def test_config_checks_before_training(tmp_path):
+  proc = pkdot(tmp_path / "run", code=CHECKS, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+  assert proc.returncode == 0, proc.stderr
+  assert "all refused" in proc.stdout
+  assert not (tmp_path / "run").exists()
 
 
 CHECK_ONLY = """
@@ -158,7 +194,7 @@ def test_corrected_command_passes_the_checks_after_a_bad_one(tmp_path):
   workdir = tmp_path / "run"
   bad = pkdot("train", "--config=synthetic:smoke", f"--workdir={workdir}", "--config.model.dtype=float16")
   assert_user_error(bad, "dtype")
-  good = pkdot("pkdot", "train", "--config=synthetic:smoke", f"--workdir={workdir}",
+  good = pkdot("train", "--config=synthetic:smoke", f"--workdir={workdir}",
                "--config.model.dtype=bfloat16", code=CHECK_ONLY)
   assert good.returncode == 0, good.stderr
   assert "checked teacher,tnet,student" in good.stdout
@@ -190,27 +226,34 @@ def test_workdir_of_another_config_is_refused_without_writing(tmp_path):
 
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_debug_shows_the_traceback(how, tmp_path):
-  args = ["train", "--config=synthetic:smoke", f"--workdir={tmp_path / 'run'}", "--config.model.dtype=float16"]
+  args = ["train", "--config=synthetic:no_such_variant", f"--workdir={tmp_path / 'run'}"]
   proc = pkdot(*args, *(["--debug"] if how == "flag" else []), env={"PKDOT_DEBUG": "1"} if how == "env" else None)
   assert proc.returncode == 2
-  assert "Traceback" in proc.stderr and "factory.py" in proc.stderr
+  assert "Traceback" in proc.stderr and "synthetic.py" in proc.stderr
   assert proc.stderr.strip().splitlines()[-1].startswith("pkdot: error: ")
 
 
-BUG = """
-import sys
+BUG_BEFORE_RUNNING = """
+from pkdot_jax import main
+def broken(command):
+  raise RuntimeError("a bug")
+main._check_flags = broken
+main.run(["pkdot", "report", "somewhere"])
+"""
+
+BUG_WHILE_RUNNING = """
 from pkdot_jax import main
 from pkdot_jax.study import report
 def broken(workdir):
-  raise {error}("a bug")
+  raise KeyError("a bug")
 report.main = broken
 main.run(["pkdot", "report", "somewhere"])
 """
 
 
-@pytest.mark.parametrize("error", ["RuntimeError", "KeyError", "IndexError"])
-def test_a_bug_keeps_its_traceback(error):
-  proc = pkdot(code=BUG.format(error=error))
+@pytest.mark.parametrize("code", [BUG_BEFORE_RUNNING, BUG_WHILE_RUNNING])
+def test_a_bug_keeps_its_traceback(code):
+  proc = pkdot(code=code)
   assert proc.returncode == 1, proc.stderr
   assert "Traceback" in proc.stderr and "a bug" in proc.stderr
   assert "pkdot: error" not in proc.stderr
