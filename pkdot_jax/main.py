@@ -85,7 +85,7 @@ _COMMAND_HELP = {
         ["pkdot demo [--quick] [--methods=video_only,pkdot,...] [--workdir=runs/demo]"],
         "Trains over subject-disjoint folds and seeds, prints the comparison table and writes a report folder "
         "under the workdir. Resumable: re-running the same command skips the finished runs.",
-        ("quick", "methods", ("workdir", "Root of the demo's runs and report.")) + _COMMON),
+        ("quick", "methods", ("workdir", "Root of the demo's runs and report (default: runs/demo).")) + _COMMON),
     "sweep": (
         "an ablation grid, one workdir per run, resumable and shardable",
         ["pkdot sweep --sweep=experiments/sweeps/NAME.py --workdir=runs/NAME [--shard=i/n]"],
