@@ -152,6 +152,23 @@ def _holdout_subjects(subjects: np.ndarray, val_fraction: float, seed: int) -> t
   return np.flatnonzero(~in_val), np.flatnonzero(in_val)
 
 
+PROTOCOLS = ("subject", "authors", "official")
+
+
+def check_data_config(config) -> None:
+  """The checks of `config.data` that need no data: dataset name, manual download, protocol, fold."""
+  dcfg = config.data
+  if dcfg.name not in data_lib.DATASETS:
+    raise ValueError(f"config.data.name={dcfg.name!r} is not a dataset; datasets are {', '.join(data_lib.DATASETS)}")
+  if dcfg.name != "pkdot_synthetic" and not dcfg.get("manual_dir", ""):
+    raise ValueError(f"dataset {dcfg.name!r} is a manual download: set --config.data.manual_dir=/path/to/it (the "
+                     f"folder the files were extracted into)")
+  if dcfg.protocol not in PROTOCOLS:
+    raise ValueError(f"config.data.protocol must be one of {', '.join(PROTOCOLS)}, got {dcfg.protocol!r}")
+  if dcfg.protocol != "official" and not 0 <= dcfg.fold < dcfg.num_folds:
+    raise ValueError(f"config.data.fold={dcfg.fold} is outside the {dcfg.num_folds} folds (config.data.num_folds)")
+
+
 def load(config, datasets: dict[str, Any] | None = None) -> Data:
   """Dataset, fold and transforms named by `config.data`.
 
@@ -166,6 +183,7 @@ def load(config, datasets: dict[str, Any] | None = None) -> Data:
   `config.data.select_on_test=True` reproduces the other half of the authors' evaluation: no validation split
   (its examples go back into training) and the best epoch is picked on the test examples. Never on by default.
   """
+  check_data_config(config)
   dcfg = config.data
   data_dir = os.path.expanduser(dcfg.data_dir)
   sources = _sources(dcfg, data_dir, datasets)
@@ -184,14 +202,10 @@ def load(config, datasets: dict[str, Any] | None = None) -> Data:
     subjects = io_lib.example_subjects(train_source, "train")
     if dcfg.protocol == "subject":
       folds = folds_lib.subject_folds(subjects, dcfg.num_folds, dcfg.val_fraction, dcfg.fold_seed)
-    elif dcfg.protocol == "authors":
+    else:  # "authors" (check_data_config admits nothing else)
       has_labels = "label" in getattr(getattr(train_source, "dataset_info", None), "features", {})
       folds = folds_lib.authors_clip_folds(len(subjects), dcfg.num_folds, dcfg.val_fraction, dcfg.fold_seed,
                                            labels=_labels(train_source) if has_labels else None)
-    else:
-      raise ValueError(f"config.data.protocol must be 'subject', 'authors' or 'official', got {dcfg.protocol!r}")
-    if not 0 <= dcfg.fold < len(folds):
-      raise ValueError(f"config.data.fold={dcfg.fold} is outside the {len(folds)} folds")
     train_idx, val_idx, test_idx = folds[dcfg.fold]
     test = Split(train_source, test_idx)
   val = Split(train_source, val_idx)

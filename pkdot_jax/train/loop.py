@@ -422,8 +422,6 @@ def _teacher_cache(run: _Run):
   config = run.config
   if run.stage.name != "student" or config.distill.method == "none" or not config.get("cache_teacher", False):
     return None
-  if config.data.get("augment", False):
-    raise ValueError("cache_teacher needs deterministic teacher inputs, but config.data.augment is on")
   need_heads = any(b["mt_pkdot"] for b in _student_losses(run)[0])
   return evaluation.teacher_cache(run.context.saved.load(run.saved("teacher")), run.data, config, run.mesh,
                                   run.members.vmapped, need_heads, run.context.programs)
@@ -524,16 +522,50 @@ def validate_config(config, stages: tuple[str, ...], context: Context | None = N
       raise ValueError(f"config.{name} must be >= 1, got {config[name]}")
 
 
+def check_run(config, workdir: str, stages: tuple[str, ...], context: Context | None = None) -> None:
+  """Every check that can run before anything is written: the config (`validate_config`), the models' and
+  optimizers' settings of every stage (building them allocates nothing), the mesh and batch, the earlier
+  stages this run reads but does not train, and the configs saved in the workdir and teacher directory."""
+  validate_config(config, stages, context)
+  context = context or Context()
+  teacher_dir = config.get("teacher_workdir") or workdir
+  for name in stages:
+    stage = stages_lib.get(name)
+    if name not in config.stages:
+      raise ValueError(f"config.stages has no entry for stage {name!r} (has: {', '.join(config.stages.keys())})")
+    model, frozen_model = stage.models(config)  # the model config checks (dtype, fusion, task, ...)
+    stage.loss(config, model, frozen_model, context.programs.student_losses(config)[0])
+    opt_config = config.copy_and_resolve_references()
+    with opt_config.unlocked():
+      opt_config.optimizer.update(dict(config.stages[name].get("optimizer", {})))
+      opt_config.optimizer.total_steps = 1
+    make_optimizer(opt_config)
+    needed = [g.source for g in stage.grafts(config) if not g.optional] + (["teacher"] if stage.reads_teacher else [])
+    for source in needed:
+      if source not in stages and not os.path.exists(os.path.join(teacher_dir, source, "best")):
+        raise FileNotFoundError(f"stage {name!r} reads the trained {source!r} stage, but {teacher_dir} has no "
+                                f"{source}/best: run it first (--stages={source},...) or include it in --stages")
+  parallel.check_global_batch(config.batch_size, parallel.make_mesh(config.get("num_devices")))
+  input_lib.check_data_config(config)
+  if "student" in stages and config.distill.method != "none" and config.get("cache_teacher", False) \
+      and config.data.get("augment", False):
+    raise ValueError("config.cache_teacher needs deterministic teacher inputs, but config.data.augment is on")
+  ckpt_lib.check_or_write_config(workdir, config, write=False)
+  if teacher_dir != workdir:
+    ckpt_lib.check_or_write_config(teacher_dir, config, drop=stages_lib.FIELDS.teacher_neutral, write=False)
+
+
 def run_pipeline(config, workdir: str, stages: tuple[str, ...] | None = None, *,
                  context: Context | None = None) -> dict[str, Any]:
   """Runs the stages in order (default: config.pipeline), each skipped if already done.
 
   Teacher-side stages run in `config.teacher_workdir` when set (shared by the runs of a sweep), the student in
-  `workdir`. `context`: compiled programs and caches to share with other runs of this process.
+  `workdir`. `context`: compiled programs and caches to share with other runs of this process. Nothing is
+  written before the config has passed `check_run`.
   """
   context = context or Context()
   stages = tuple(stages or config.pipeline)
-  validate_config(config, stages, context)
+  check_run(config, workdir, stages, context)
   teacher_dir = config.get("teacher_workdir") or workdir
   ckpt_lib.check_or_write_config(workdir, config, write=_is_writer())
   if _is_writer():

@@ -1,0 +1,278 @@
+"""The `pkdot` command line, run in a subprocess: help, one-line user errors, checks before the workdir is touched.
+
+No test trains: every command here stops at help, at a bad input, or at the checks that run before training.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMMANDS = ("train", "demo", "sweep", "report")
+
+
+def pkdot(*args, env=None, code=None, timeout=180):
+  """Runs `python -m pkdot_jax.main ARGS` (or `python -c CODE ARGS`) from the repository root."""
+  full_env = {k: v for k, v in os.environ.items() if k != "PKDOT_DEBUG"}
+  full_env.update(PYTHONPATH=ROOT + os.pathsep + full_env.get("PYTHONPATH", ""), JAX_PLATFORMS="cpu",
+                  PKDOT_COMPILATION_CACHE="")
+  full_env.update(env or {})
+  cmd = [sys.executable] + (["-c", code] if code else ["-m", "pkdot_jax.main"]) + [str(a) for a in args]
+  return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_user_error(proc, *fragments):
+  """Exit status 2 and exactly one stderr line, `pkdot: error: ...`, naming the fragments; no traceback."""
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert proc.returncode == 2, (proc.returncode, proc.stderr)
+  assert len(lines) == 1 and lines[0].startswith("pkdot: error: "), proc.stderr
+  assert "Traceback" not in proc.stderr
+  for fragment in fragments:
+    assert fragment in lines[0], (fragment, lines[0])
+  return lines[0]
+
+
+# ------------------------------------------------------------------------------------------------------ help
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["help"]])
+def test_help_lists_the_commands(args):
+  proc = pkdot(*args)
+  assert proc.returncode == 0, proc.stderr
+  for command in COMMANDS:
+    assert f"  {command} " in proc.stdout
+  assert "--logtostderr" not in proc.stdout  # not absl's dump of every module's flags
+  assert proc.stderr == ""
+
+
+OWN_FLAGS = {
+    "train": ["--config=", "--workdir=", "--stages=", "--compilation_cache=", "--coordinator_address=",
+              "--num_processes=", "--process_id=", "--[no]debug", "--config.FIELD=VALUE"],
+    "demo": ["--[no]quick", "--methods=", "--workdir=", "--compilation_cache=", "--num_processes="],
+    "sweep": ["--sweep=", "--workdir=", "--shard=", "--compilation_cache=", "--process_id="],
+    "report": ["--workdir=", "pkdot report WORKDIR"],
+}
+
+
+NOT_THEIRS = {
+    "train": ["--[no]quick", "--methods=", "--sweep=", "--shard="],
+    "demo": ["--config=", "--stages=", "--sweep=", "--shard="],
+    "sweep": ["--config=", "--stages=", "--[no]quick", "--methods="],
+    "report": ["--config=", "--stages=", "--[no]quick", "--sweep=", "--compilation_cache=", "--num_processes="],
+}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("form", ["flag", "help_command"])
+def test_command_help_shows_only_its_flags(command, form):
+  proc = pkdot(*([command, "--help"] if form == "flag" else ["help", command]))
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.startswith(f"pkdot {command}: ")
+  for flag in OWN_FLAGS[command]:
+    assert flag in proc.stdout, flag
+  for flag in NOT_THEIRS[command]:
+    assert flag not in proc.stdout, flag
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "--config=synthetic:smoke", "--help"],
+    ["train", "--config", "synthetic:smoke", "--help"],
+    ["--config=synthetic:smoke", "train", "-h"],
+    ["--help", "train"],
+    ["train", "--config=no_such_config", "--workdir=x", "--help"],
+    ["train", "--config.model.dtype=float16", "--help"],
+])
+def test_help_combinations_show_train_help(args):
+  proc = pkdot(*args)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.startswith("pkdot train: ")
+
+
+# ----------------------------------------------------------------------------------------------- user errors
+@pytest.mark.parametrize("args,fragments", [
+    (["nosuch"], ["unknown command 'nosuch'"]),
+    (["help", "nosuch"], ["unknown command 'nosuch'"]),
+    (["train", "--bogus"], ["bogus"]),
+    (["train", "--num_processes=x"], ["--num_processes"]),
+    (["train"], ["--config", "--workdir"]),
+    (["train", "--config=synthetic"], ["--workdir"]),
+    (["train", "--config=no_such_name", "--workdir=w"], ["no_such_name", "built-in"]),
+    (["train", "--config", "no_such_name", "--workdir=w"], ["no_such_name"]),
+    (["train", "--config=missing/exp.py:x", "--workdir=w"], ["missing/exp.py"]),
+    (["train", "--config=synthetic:no_such_variant", "--workdir=w"], ["--config=synthetic:no_such_variant",
+                                                                       "no_such_variant"]),
+    (["train", "--config=synthetic:smoke", "--workdir=w", "--config.model.no_such_field=1"],
+     ["config.model.no_such_field", "dtype"]),
+    (["train", "--config=synthetic:smoke", "--workdir=w", "--config.batch_size=abc"], ["batch_size", "abc"]),
+    (["train", "--workdir=w", "--config.batch_size=4"], ["--config"]),
+    (["demo", "--config=synthetic"], ["--config", "train"]),
+    (["demo", "--stages=teacher"], ["--stages"]),
+    (["report", "--quick", "w"], ["--quick"]),
+    (["report"], ["workdir"]),
+    (["sweep", "--workdir=w"], ["--sweep"]),
+    (["sweep", "--sweep=no/such/sweep.py", "--workdir=w"], ["no/such/sweep.py"]),
+    (["train", "extra_arg", "--config=synthetic", "--workdir=w"], ["extra_arg"]),
+])
+def test_user_errors_are_one_line(args, fragments, tmp_path):
+  proc = pkdot(*[a.replace("=w", f"={tmp_path / 'w'}") for a in args])
+  assert_user_error(proc, *fragments)
+  assert not (tmp_path / "w").exists()
+
+
+def test_report_of_a_missing_directory_is_a_user_error(tmp_path):
+  assert_user_error(pkdot("report", tmp_path / "none"), "no finished runs")
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--config=synthetic:smoke", "--config.model.dtype=float16"], "dtype"),
+    (["--config", "synthetic:smoke", "--config.model.dtype", "float16"], "dtype"),
+    (["--config=synthetic:smoke", "--stages=teacher,nosuch"], "unknown stage 'nosuch'"),
+    (["--config=synthetic:smoke", "--config.distill.method=typo"], "typo"),
+])
+def test_bad_config_writes_nothing(args, fragment, tmp_path):
+  workdir = tmp_path / "run"
+  assert_user_error(pkdot("train", *args, f"--workdir={workdir}"), fragment)
+  assert not workdir.exists()  # no config.json: the corrected command is not refused as "another config"
+
+
+CHECKS = """
+import sys
+from pkdot_jax import configs, main
+from pkdot_jax.train import loop
+
+def fails(fragment, **fields):
+  config = configs.load("synthetic:smoke")
+  with config.unlocked():
+    for path, value in fields.items():
+      *parents, last = path.split("__")
+      node = config
+      for p in parents:
+        node = node[p]
+      node[last] = value
+  try:
+    loop.check_run(config, sys.argv[1], tuple(config.pipeline))
+  except Exception as e:
+    assert main.is_user_error(e, running=False), repr(e)
+    assert fragment in str(e), (fragment, str(e))
+  else:
+    raise AssertionError(f"no error for {fields}")
+
+fails("fusion.kind", model__fusion__kind="nosuch")
+fails("num_tokens", model__fusion__num_tokens=7)
+fails("student.mode", model__student__mode="nosuch")
+fails("optimizer.name", optimizer__name="lbfgs")
+fails("objective", tnet__objective="l1")
+fails("protocol", data__protocol="nosuch")
+fails("data.fold", data__fold=99)
+fails("config.data.name", data__name="nosuch")
+fails("batch_size", batch_size=0)
+fails("not divisible by the 2 devices", batch_size=3)
+fails("devices", num_devices=5)
+print("all refused")
+"""
+
+
+def test_config_checks_before_training(tmp_path):
+  proc = pkdot(tmp_path / "run", code=CHECKS, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+  assert proc.returncode == 0, proc.stderr
+  assert "all refused" in proc.stdout
+  assert not (tmp_path / "run").exists()
+
+
+CHECK_ONLY = """
+import sys
+from pkdot_jax import main
+from pkdot_jax.train import loop
+invocation = main._Invocation()
+argv = main._resolve_config_names(sys.argv, invocation)
+main._parse_flags(argv, invocation)
+stages = tuple(main.FLAGS.stages or main.FLAGS.config.pipeline)
+loop.check_run(main.FLAGS.config, main.FLAGS.workdir, stages)
+print("checked", ",".join(stages))
+"""
+
+
+def test_corrected_command_passes_the_checks_after_a_bad_one(tmp_path):
+  workdir = tmp_path / "run"
+  bad = pkdot("train", "--config=synthetic:smoke", f"--workdir={workdir}", "--config.model.dtype=float16")
+  assert_user_error(bad, "dtype")
+  good = pkdot("train", "--config=synthetic:smoke", f"--workdir={workdir}",
+               "--config.model.dtype=bfloat16", code=CHECK_ONLY)
+  assert good.returncode == 0, good.stderr
+  assert "checked teacher,tnet,student" in good.stdout
+  assert not workdir.exists()
+
+
+def test_missing_teacher_stage_is_reported_before_anything_is_written(tmp_path):
+  workdir = tmp_path / "run"
+  proc = pkdot("train", "--config=synthetic:smoke", f"--workdir={workdir}", "--stages=student")
+  assert_user_error(proc, "teacher", "--stages")
+  assert not workdir.exists()
+
+
+def test_a_manual_download_dataset_needs_manual_dir(tmp_path):
+  workdir = tmp_path / "run"
+  proc = pkdot("train", "--config=biovid_binary:smoke", f"--workdir={workdir}")
+  assert_user_error(proc, "manual_dir")
+  assert not workdir.exists()
+
+
+def test_workdir_of_another_config_is_refused_without_writing(tmp_path):
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "config.json").write_text(json.dumps({"seeds": [9]}))
+  proc = pkdot("train", "--config=synthetic:smoke", f"--workdir={workdir}")
+  assert_user_error(proc, "another config")
+  assert sorted(os.listdir(workdir)) == ["config.json"]  # no run_info.json either
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_debug_shows_the_traceback(how, tmp_path):
+  args = ["train", "--config=synthetic:no_such_variant", f"--workdir={tmp_path / 'run'}"]
+  proc = pkdot(*args, *(["--debug"] if how == "flag" else []), env={"PKDOT_DEBUG": "1"} if how == "env" else None)
+  assert proc.returncode == 2
+  assert "Traceback" in proc.stderr and "synthetic.py" in proc.stderr
+  assert proc.stderr.strip().splitlines()[-1].startswith("pkdot: error: ")
+
+
+BUG_BEFORE_RUNNING = """
+from pkdot_jax import main
+def broken(command):
+  raise RuntimeError("a bug")
+main._check_flags = broken
+main.run(["pkdot", "report", "somewhere"])
+"""
+
+BUG_WHILE_RUNNING = """
+from pkdot_jax import main
+from pkdot_jax.study import report
+def broken(workdir):
+  raise KeyError("a bug")
+report.main = broken
+main.run(["pkdot", "report", "somewhere"])
+"""
+
+
+@pytest.mark.parametrize("code", [BUG_BEFORE_RUNNING, BUG_WHILE_RUNNING])
+def test_a_bug_keeps_its_traceback(code):
+  proc = pkdot(code=code)
+  assert proc.returncode == 1, proc.stderr
+  assert "Traceback" in proc.stderr and "a bug" in proc.stderr
+  assert "pkdot: error" not in proc.stderr
+
+
+def test_user_error_types():
+  from absl import flags
+
+  from pkdot_jax import main
+
+  for error in (ValueError("x"), FileNotFoundError("x"), main.UserError("x"), flags.Error("x")):
+    assert main.is_user_error(error, running=False)
+  for error in (ValueError("x"), FileNotFoundError("x"), main.UserError("x")):
+    assert main.is_user_error(error, running=True)
+  for error in (KeyError("x"), AttributeError("x"), TypeError("x")):
+    assert main.is_user_error(error, running=False)  # config access and config checks
+    assert not main.is_user_error(error, running=True)  # inside the trainer: a bug
+  for error in (RuntimeError("x"), IndexError("x"), ZeroDivisionError()):
+    assert not main.is_user_error(error, running=False) and not main.is_user_error(error, running=True)
