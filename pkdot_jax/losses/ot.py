@@ -53,8 +53,10 @@ _DEFAULT_MOMENTUM_START = 20
 # ratio is ~0.998, ott picks w ~ 1.94, and over-relaxing that far from the fixed point diverges: 3e16 ten
 # iterations later, then inf, in float32 and float64 alike, so not a rounding problem. The rate estimate only
 # means something once the plan is close to feasible; with the guard the solve keeps plain Sinkhorn updates
-# there (slower, reported honestly), and every case that converges by iteration 20 or engages momentum is as before.
-_DEFAULT_MOMENTUM_ERROR_THRESHOLD = 0.1
+# there (slower, reported honestly). 0.5 is a compromise, not a guarantee: 0.1 removed every divergence of the
+# property test but left a default-epsilon reference case (B = 12, anchors="all") unconverged after 5000
+# iterations; at 0.5 that case converges and 2 of the 1,008 generated cases still diverge (reported converged=False).
+_DEFAULT_MOMENTUM_ERROR_THRESHOLD = 0.5
 
 
 class SinkhornDiagnostics(NamedTuple):
