@@ -1,13 +1,14 @@
 """Baseline knowledge-distillation losses, as pure functions with ``(student, teacher, ...)`` argument order.
 
-Every function stops the gradient into the teacher, reduces to a scalar, and follows the normalisation of its
-paper; where the widely used implementations (RepDistiller, torchdistill, the authors' code) normalise
+Every function stops the gradient into the teacher, reduces to a scalar, computes bfloat16/float16 inputs in
+float32 (and then returns a float32 scalar), and follows the normalisation of its paper; where the widely used implementations (RepDistiller, torchdistill, the authors' code) normalise
 differently, the docstring says so.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+import functools
+from typing import Callable, Literal, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +34,28 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 
 
 # ---------------------------------------------------------------------------------------------------- checks
+
+
+def _half_in_float32(fn: Callable) -> Callable:
+  """bfloat16/float16 array arguments are upcast to float32, so the loss is computed and returned in float32.
+
+  Mixed-precision models may hand half-precision activations to a loss directly; the norm guards (1e-8 squared),
+  softmax temperatures and B^2/B^3 means here underflow or lose the loss's digits in 8 or 11 mantissa bits (RKD
+  in float16 gave NaN). Gradients come back in the inputs' dtype. Integer labels and float32/float64 arrays are
+  unchanged.
+  """
+
+  def upcast(x):
+    if isinstance(x, jax.Array) or hasattr(x, "dtype"):
+      if jnp.dtype(x.dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+        return jnp.asarray(x, jnp.float32)
+    return x
+
+  @functools.wraps(fn)
+  def wrapped(*args, **kwargs):
+    return fn(*(upcast(a) for a in args), **kwargs)
+
+  return wrapped
 
 
 def _check_pair(student: jax.Array, teacher: jax.Array, *, rank: int | None = 2, same_shape: bool = False,
@@ -93,6 +116,7 @@ def _kl_rows(p_log: jax.Array, q_log: jax.Array) -> jax.Array:
 # ---------------------------------------------------------------------------------------------------- logits
 
 
+@_half_in_float32
 def hinton_kd(student: jax.Array, teacher: jax.Array, *, temperature: float = 4.0) -> jax.Array:
   r"""Hinton knowledge distillation: ``T^2 * mean_i KL(softmax(t_i / T) || softmax(s_i / T))``.
 
@@ -118,6 +142,7 @@ def hinton_kd(student: jax.Array, teacher: jax.Array, *, temperature: float = 4.
   return temperature**2 * jnp.mean(_kl_rows(t_log, s_log))
 
 
+@_half_in_float32
 def dkd(student: jax.Array, teacher: jax.Array, labels: jax.Array, *, alpha: float = 1.0, beta: float = 8.0,
         temperature: float = 4.0) -> jax.Array:
   r"""Decoupled knowledge distillation: ``T^2 (alpha TCKD + beta NCKD)``, averaged over the batch.
@@ -166,6 +191,7 @@ def dkd(student: jax.Array, teacher: jax.Array, labels: jax.Array, *, alpha: flo
   return temperature**2 * jnp.mean(alpha * tckd + beta * nckd)
 
 
+@_half_in_float32
 def generalized_distillation(student: jax.Array, teacher: jax.Array, labels: jax.Array, *,
                              imitation: float = 0.5, temperature: float = 1.0) -> jax.Array:
   r"""Generalized distillation (distillation + learning using privileged information).
@@ -204,6 +230,7 @@ def generalized_distillation(student: jax.Array, teacher: jax.Array, labels: jax
 # ---------------------------------------------------------------------------------------------------- features
 
 
+@_half_in_float32
 def fitnets(student: jax.Array, teacher: jax.Array) -> jax.Array:
   r"""FitNets hint loss ``1/2 |u_i - r(v_i)|^2``, summed over features and averaged over the batch.
 
@@ -226,6 +253,7 @@ def fitnets(student: jax.Array, teacher: jax.Array) -> jax.Array:
   return 0.5 * jnp.mean(jnp.sum(_flatten(student - teacher) ** 2, axis=-1))
 
 
+@_half_in_float32
 def feature_mse(student: jax.Array, teacher: jax.Array) -> jax.Array:
   """Mean squared error over all elements (the common FitNets implementation, ``F.mse_loss``).
 
@@ -244,6 +272,7 @@ def feature_mse(student: jax.Array, teacher: jax.Array) -> jax.Array:
   return jnp.mean((student - teacher) ** 2)
 
 
+@_half_in_float32
 def mars(student: jax.Array, teacher: jax.Array) -> jax.Array:
   r"""MARS feature regression: ``mean_i |f_RGB(x_i) - f_Flow(x_i)|^2`` (squared L2 over features).
 
@@ -268,6 +297,7 @@ def mars(student: jax.Array, teacher: jax.Array) -> jax.Array:
   return jnp.mean(jnp.sum(_flatten(student - teacher) ** 2, axis=-1))
 
 
+@_half_in_float32
 def privileged_cosine(student: jax.Array, teacher: jax.Array) -> jax.Array:
   r"""``1 - cos(vec(S), vec(T))``: cosine between the whole flattened batch tensors (one scalar, not per sample).
 
@@ -289,6 +319,7 @@ def privileged_cosine(student: jax.Array, teacher: jax.Array) -> jax.Array:
   return 1.0 - jnp.vdot(s, t, precision=_HIGHEST) / (_safe_norm(s, axis=0) * _safe_norm(t, axis=0))
 
 
+@_half_in_float32
 def pkt(student: jax.Array, teacher: jax.Array, *, reduction: Literal["sum", "mean"] = "sum") -> jax.Array:
   r"""Probabilistic knowledge transfer with the cosine kernel.
 
@@ -332,6 +363,7 @@ def _huber(x: jax.Array) -> jax.Array:
   return jnp.where(abs_x < 1.0, 0.5 * x * x, abs_x - 0.5)
 
 
+@_half_in_float32
 def rkd(student: jax.Array, teacher: jax.Array, *, distance_weight: float = 25.0,
         angle_weight: float = 50.0) -> jax.Array:
   r"""Relational knowledge distillation: distance-wise plus angle-wise terms with the Huber loss (delta = 1).
@@ -378,6 +410,7 @@ def rkd(student: jax.Array, teacher: jax.Array, *, distance_weight: float = 25.0
   return jnp.asarray(loss, student.dtype)
 
 
+@_half_in_float32
 def sp(student: jax.Array, teacher: jax.Array) -> jax.Array:
   r"""Similarity-preserving KD: ``1/B^2 |G~_T - G~_S|_F^2`` with ``G = Q Q^T`` row-wise L2-normalised.
 
@@ -404,6 +437,7 @@ def sp(student: jax.Array, teacher: jax.Array) -> jax.Array:
   return jnp.mean((gram(student) - gram(teacher)) ** 2)
 
 
+@_half_in_float32
 def cc(student: jax.Array, teacher: jax.Array, *,
        kernel: Literal["gaussian_taylor", "gaussian", "bilinear"] = "gaussian_taylor",
        gamma: float = 0.4, order: int = 2) -> jax.Array:
@@ -456,6 +490,7 @@ def _mmd2_from_kernels(k_ss: jax.Array, k_tt: jax.Array, k_st: jax.Array) -> jax
   return jnp.mean(k_ss) + jnp.mean(k_tt) - 2.0 * jnp.mean(k_st)
 
 
+@_half_in_float32
 def nst(student: jax.Array, teacher: jax.Array, *, degree: int = 2, offset: float = 0.0) -> jax.Array:
   r"""Neuron selectivity transfer: squared MMD between the channels' activation patterns, polynomial kernel.
 
@@ -498,6 +533,7 @@ def nst(student: jax.Array, teacher: jax.Array, *, degree: int = 2, offset: floa
   return jnp.mean(per_example)
 
 
+@_half_in_float32
 def mmd(student: jax.Array, teacher: jax.Array, *, bandwidths: Sequence[float] | None = None,
         kernel_mul: float = 2.0, kernel_num: int = 5) -> jax.Array:
   r"""Multi-kernel Gaussian MMD^2 between the student and teacher batches viewed as samples of distributions.
