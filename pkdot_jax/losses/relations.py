@@ -1,6 +1,6 @@
 """Relational building blocks of PKDOT: cosine-similarity matrices, anchors, shifts.
 
-These are the steps 1-4 of the method (DESIGN.md section 1), each usable alone:
+These are the steps 1-4 of the method (docs/design.md, section 1), each usable alone:
 
   S = cosine_similarity_matrix(z)                       # (B, B)
   idx = select_anchors(S_teacher, k, "least_similar")   # (B, k) int32

@@ -120,7 +120,9 @@ def test_generated_cases_are_finite_and_honestly_flagged(cases):
   for values, _, aux in results:
     reached = np.all(np.isfinite(aux.errors) & (aux.errors <= THRESHOLD), axis=1) & np.isfinite(values)
     np.testing.assert_array_equal(aux.converged, reached)
-    assert np.all((aux.n_iters >= 0) & (aux.n_iters <= MAX_ITERATIONS))
+    # The (x, y) count includes the plain re-solve after an over-relaxed solve that blew up.
+    assert np.all((aux.n_iters >= 0) & (aux.n_iters <= np.array([2 * MAX_ITERATIONS, MAX_ITERATIONS,
+                                                                  MAX_ITERATIONS])))
   # Most cases do converge (the flag is not trivially False).
   n_converged = sum(int(np.sum(aux.converged)) for _, _, aux in results)
   assert n_converged >= total // 2, n_converged
