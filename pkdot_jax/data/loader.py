@@ -2,12 +2,12 @@
 
 The order of every epoch is a pure function of (seed, epoch), computed here in NumPy, so it is the same with
 0 or N worker processes and on every host; host `shard_index` of `shard_count` then takes every
-`shard_count`-th example of that order (the shards partition the epoch) and the trainer assembles the global
-array from the per-host batches. All hosts yield the same number of batches: with `drop_remainder` each shard
-keeps floor(N / shard_count) examples and whole batches only; otherwise each shard is padded to
-ceil(N / shard_count) examples and its last batch to `batch_size` with copies whose "mask" is False.
-Random transforms get a `np.random.Generator` seeded by (seed, shard, batch number, position in batch), so
-results do not depend on the number of workers either.
+`shard_count`-th block of `batch_size` examples of that order (the shards partition the epoch, and together
+form the global batches a single process would read, row for row), and the trainer assembles the global array
+from the per-host batches. All hosts yield the same number of batches: with `drop_remainder` only whole global
+batches are kept; otherwise the epoch is padded to whole global batches with copies whose "mask" is False.
+Random transforms get a `np.random.Generator` seeded by (seed, batch number, position in the global batch), so
+results depend neither on the number of workers nor on the number of hosts.
 
 Batch format (described in docs/data.md): dict of NumPy arrays with leading axis B; integer fields become int32,
 float64 becomes float32, and "mask" (bool) is added. String / bytes fields are dropped unless `keep_strings`.
@@ -37,37 +37,38 @@ def epoch_order(indices: np.ndarray, *, epoch: int, seed: int, shuffle: bool) ->
 
 def shard_slots(order: np.ndarray, *, batch_size: int, shard_index: int, shard_count: int,
                 drop_remainder: bool, pad: bool) -> np.ndarray:
-  """Slots of one shard for one epoch: record positions >= 0, padding encoded as -(position + 1)."""
+  """Slots of one shard for one epoch: record positions >= 0, padding encoded as -(position + 1).
+
+  The epoch's order is cut into global batches of `batch_size * shard_count`, and shard p takes the p-th
+  contiguous block of `batch_size` of each: concatenated in shard order (as `parallel.global_batch` lays out
+  the processes' batches), the shards' batches are exactly the global batches of a single process."""
+  global_size = batch_size * shard_count
   n = order.size
   if drop_remainder:
-    per_shard = n // shard_count
-    mine = order[: per_shard * shard_count][shard_index::shard_count]
-    return mine[: (mine.size // batch_size) * batch_size]
-  mine = order[shard_index::shard_count]
-  if not pad:
-    return mine
-  per_shard = -(-n // shard_count)
-  total = -(-per_shard // batch_size) * batch_size
-  filler_source = mine[0] if mine.size else order[0]
-  filler = np.full(total - mine.size, -(filler_source + 1), dtype=np.int64)
-  return np.concatenate([mine.astype(np.int64), filler])
+    order = order[: (n // global_size) * global_size]
+  elif pad:
+    total = -(-n // global_size) * global_size
+    order = np.concatenate([order.astype(np.int64), np.full(total - n, -(order[0] + 1), dtype=np.int64)])
+  positions = np.arange(order.size)
+  mine = (positions // batch_size) % shard_count == shard_index  # block p of every global batch
+  return order[mine].astype(np.int64)
 
 
 class _BatchReader:
   """Random-access source of whole batches: element i reads, transforms and collates the i-th slot group.
 
   Working on batches (not examples) keeps worker-to-main-process traffic to one message per batch. Each example
-  gets its own generator seeded by (seed, shard, batch number, position in batch), so random transforms are
-  reproducible and independent of the worker count.
+  gets its own generator seeded by (seed, batch number, position in the global batch), so random transforms
+  are reproducible and independent of the worker and host counts.
   """
 
   def __init__(self, source, batches: list[np.ndarray], transforms: Sequence[Transform], seed: int,
-               shard_index: int, first_batch: int, keep_strings: bool):
+               offset: int, first_batch: int, keep_strings: bool):
     self._source = source
     self._batches = batches
     self._transforms = tuple(transforms)
     self._seed = int(seed)
-    self._shard_index = int(shard_index)
+    self._offset = int(offset)  # position of this shard's first row in the global batch
     self._first_batch = int(first_batch)
     self._keep_strings = keep_strings
 
@@ -81,7 +82,7 @@ class _BatchReader:
       example = dict(self._source[position])
       if self._transforms:
         rng = np.random.default_rng(
-            np.random.SeedSequence([self._seed, self._shard_index, self._first_batch + i, j]))
+            np.random.SeedSequence([self._seed, 0, self._first_batch + i, self._offset + j]))
         for transform in self._transforms:
           example = transform(example, rng)
       example["mask"] = slot >= 0
@@ -146,7 +147,7 @@ class Loader:
       slots = self.epoch_slots(epoch)
       # Batches never straddle two epochs (a ragged last batch stays ragged when pad=False).
       batches.extend(slots[k:k + self.batch_size] for k in range(0, slots.size, self.batch_size))
-    reader = _BatchReader(self.source, batches, self.transforms, self.seed, self.shard_index,
+    reader = _BatchReader(self.source, batches, self.transforms, self.seed, self.shard_index * self.batch_size,
                           first_batch=epochs.start * self.batches_per_epoch, keep_strings=self.keep_strings)
     iter_dataset = grain.MapDataset.source(reader).to_iter_dataset(
         grain.ReadOptions(num_threads=self.read_threads, prefetch_buffer_size=max(2, self.read_threads)))
@@ -203,7 +204,7 @@ def make_loader(source, indices: Sequence[int] | np.ndarray | None = None, *, ba
                      f"shard_count={shard_count}")
   if num_epochs is not None and num_epochs < 1:
     raise ValueError(f"num_epochs must be >= 1 or None, got {num_epochs}")
-  if drop_remainder and indices.size // shard_count < batch_size:
+  if drop_remainder and indices.size < batch_size * shard_count:
     raise ValueError(f"drop_remainder with {indices.size} examples over {shard_count} shard(s) leaves no full "
                      f"batch of batch_size={batch_size}")
   return Loader(source=source, indices=indices, batch_size=batch_size, shuffle=shuffle, seed=seed,

@@ -279,7 +279,9 @@ class _Best:
     self.variables = jax.tree.map(pick, variables, self.variables)
 
   def tree(self) -> dict[str, Any]:
-    return {"score": jnp.asarray(self.score), "epoch": jnp.asarray(self.epoch), "variables": self.variables}
+    """What a checkpoint stores (host arrays: every process holds the same, and orbax writes them once)."""
+    return {"score": np.asarray(self.score, np.float32), "epoch": np.asarray(self.epoch, np.int32),
+            "variables": self.variables}
 
   @classmethod
   def from_tree(cls, tree: dict[str, Any]) -> "_Best":

@@ -48,6 +48,8 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
     return
   if num_processes == 1:
     return
+  # CPU processes need a collectives implementation to all-reduce across processes (GPUs and TPUs bring theirs).
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
                              process_id=process_id)
 

@@ -51,6 +51,21 @@ def test_shards_partition(tiny_binary, drop_remainder):
     assert np.array_equal(np.sort(flat), np.arange(len(source)))  # cover
 
 
+@pytest.mark.parametrize("drop_remainder", [False, True])
+def test_shards_together_are_the_single_process_batches(tiny_binary, drop_remainder):
+  """Concatenated in shard order, the shards' batches are the global batches of one process row for row,
+  random transforms included (what makes a multi-process run equal a single-process one)."""
+  _, source = tiny_binary
+  kwargs = dict(batch_size=4, seed=3, drop_remainder=drop_remainder, transforms=transforms.video_transforms(
+      train=True, crop=(12, 12), flip=True))
+  single = list(loader.make_loader(source, **{**kwargs, "batch_size": 12}))
+  shards = [list(loader.make_loader(source, shard_index=k, shard_count=3, **kwargs)) for k in range(3)]
+  assert len(single) == len(shards[0])
+  for b, whole in enumerate(single):
+    for key in whole:
+      np.testing.assert_array_equal(np.concatenate([shard[b][key] for shard in shards]), whole[key], err_msg=key)
+
+
 def test_ragged_last_batch_without_pad(tiny_binary):
   _, source = tiny_binary
   batches = list(loader.make_loader(source, np.arange(10), batch_size=4, shuffle=False, pad=False))

@@ -1,0 +1,102 @@
+"""Two local processes (127.0.0.1, a free port, 2 fake CPU devices each, gloo collectives) train the whole
+pipeline -- multitask teacher, T-Net, MT-PKDOT student over two member seeds, teacher cache -- and equal one
+process on 4 devices. Process 1 is killed (SIGKILL) once the student has checkpointed its first epoch, process
+0 after it (as a cluster requeue would), both are restarted and resume. Every process is always reaped."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from multiprocess_worker import config_for
+from pkdot_jax.train import checkpoint, loop
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multiprocess_worker.py")
+TIMEOUT_S = 900  # bounded; about 3 minutes on an idle 2-core machine
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _launch(data_dir, workdir, logs):
+  port = _free_port()
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  return [subprocess.Popen([sys.executable, WORKER, str(port), "2", str(i), str(data_dir), str(workdir)],
+                           stdout=logs[i], stderr=subprocess.STDOUT, env=env) for i in range(2)]
+
+
+def _wait(procs, deadline, until=None):
+  """Until every process has exited (True: all with status 0) or `until()` holds; fails at the deadline."""
+  while time.monotonic() < deadline:
+    if until is not None and until():
+      return False
+    codes = [p.poll() for p in procs]
+    if all(c is not None for c in codes):
+      return all(c == 0 for c in codes)
+    if any(c not in (None, 0) for c in codes):
+      return False
+    time.sleep(0.5)
+  raise TimeoutError("the multi-process run did not finish in time")
+
+
+def _kill(procs):
+  for p in procs:
+    if p.poll() is None:
+      p.send_signal(signal.SIGKILL)
+  for p in procs:
+    p.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_and_resume_after_a_kill(data_dir, tmp_path):
+  single = str(tmp_path / "single")
+  loop.run_pipeline(config_for(data_dir, num_devices=4), single)  # this process's first 4 fake devices
+
+  multi = tmp_path / "multi"
+  logs = [open(tmp_path / f"process{i}.log", "w") for i in range(2)]
+  deadline = time.monotonic() + TIMEOUT_S
+  student_checkpoints = multi / "student" / "checkpoints"
+  procs = _launch(data_dir, multi, logs)
+  try:
+    checkpointed = lambda: student_checkpoints.exists() and any(n.isdigit() for n in os.listdir(student_checkpoints))
+    finished = _wait(procs, deadline, until=checkpointed)
+    assert not finished and checkpointed(), "the first run ended before the student checkpointed"
+    _kill(procs[1:])  # one process dies ...
+    _kill(procs)      # ... and the job is requeued: every process restarts
+    procs = _launch(data_dir, multi, logs)
+    assert _wait(procs, deadline), "the resumed run failed: " + (tmp_path / "process0.log").read_text()[-3000:]
+  finally:
+    _kill(procs)
+    for log in logs:
+      log.close()
+
+  student_records = [r for r in loop.read_metrics(str(multi)) if r["stage"] == "student"]
+  assert [r["epoch"] for r in student_records] == [1, 2]  # epoch 1 from before the kill, epoch 2 resumed
+  for stage in ("teacher", "tnet", "student"):
+    expected = json.load(open(os.path.join(single, stage, "result.json")))["members"]
+    got = json.load(open(multi / stage / "result.json"))["members"]
+    for e, g in zip(expected, got, strict=True):
+      assert g["best_epoch"] == e["best_epoch"]
+      for split in ("val", "test"):
+        for key, value in e[split].items():
+          if isinstance(value, float):
+            assert g[split][key] == pytest.approx(value, rel=1e-5, abs=1e-6), (stage, split, key)
+          else:  # counts, confusion matrices: every example scored exactly once, the same predictions
+            assert g[split][key] == value, (stage, split, key)
+    a = checkpoint.load_variables(os.path.join(single, stage, "best"))
+    b = checkpoint.load_variables(str(multi / stage / "best"))
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+      np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-4, atol=1e-5)
+  # One writer: every record once (the kill came after the student's epoch-1 record and checkpoint).
+  lines = [json.loads(line) for line in open(multi / "metrics.jsonl") if line.strip()]
+  assert len(lines) == len({(r["stage"], r["epoch"]) for r in lines}) == 4
