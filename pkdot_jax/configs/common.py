@@ -5,6 +5,7 @@ from __future__ import annotations
 import ml_collections
 
 from pkdot_jax import models
+from pkdot_jax.train import stages
 
 
 def base_config(model_size: str = "tiny") -> ml_collections.ConfigDict:
@@ -52,7 +53,7 @@ def base_config(model_size: str = "tiny") -> ml_collections.ConfigDict:
   config.optimizer.grad_clip = 0.0
 
   config.stages = ml_collections.ConfigDict()
-  for stage in ("pretrain_video", "pretrain_privileged", "teacher", "tnet", "student"):
+  for stage in stages.STAGE_ORDER:
     # optimizer: fields of config.optimizer overridden for this stage only (e.g. a smaller student rate)
     config.stages[stage] = ml_collections.ConfigDict({"num_epochs": 5, "optimizer": {}})
 

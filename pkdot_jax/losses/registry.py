@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Literal
+import types
+from typing import Any, Callable, Literal, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -71,7 +72,7 @@ class LossSpec:
                    "ot_iterations": jnp.max(jnp.asarray(aux.n_iters)).astype(jnp.float32)}
 
 
-_SPECS: dict[str, LossSpec] = {
+_SPECS: Mapping[str, LossSpec] = types.MappingProxyType({
     s.name: s
     for s in (
         LossSpec("pkdot", pkdot, "embeddings", needs_labels=False, same_dim=False, returns_aux=True),
@@ -91,7 +92,7 @@ _SPECS: dict[str, LossSpec] = {
         LossSpec("mmd", baselines.mmd, "embeddings", needs_labels=False, same_dim=True),
         LossSpec("nst", baselines.nst, "feature_maps", needs_labels=False, same_dim=False),
     )
-}
+})  # read-only
 
 
 def available() -> list[str]:

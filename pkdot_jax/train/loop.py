@@ -224,6 +224,15 @@ def _member(tree: Any, m: int, vmapped: bool) -> Any:
   return jax.tree.map(lambda x: x[m], tree) if vmapped else tree
 
 
+def _init_key(seed: int, stage_name: str) -> jax.Array:
+  """The initialisation key of a (member seed, stage) pair: seed * 5 + position for the five stages of the first
+  table (their keys never change), a stream of its own for any stage appended after them."""
+  position = STAGES.index(stage_name)
+  if position < 5:
+    return jax.random.key(seed * 5 + position, impl="rbg")
+  return jax.random.fold_in(jax.random.key(seed, impl="rbg"), position)
+
+
 def _initial_state(run: _Run) -> TrainState:
   """Every member's freshly initialised state (grafts applied), stacked and placed on the mesh. Each (member
   seed, stage) pair has its own key; the "rbg" PRNG, because XLA:CPU compiles a threefry-based init of many
@@ -238,8 +247,7 @@ def _initial_state(run: _Run) -> TrainState:
   branch = _student_losses(run)[1]
   states = []
   for m, (seed, weight) in enumerate(zip(members.seeds, members.weights)):
-    stage_seed = seed * len(STAGES) + STAGES.index(run.stage.name)
-    variables = dict(init(jax.random.key(stage_seed, impl="rbg"), example))
+    variables = dict(init(_init_key(seed, run.stage.name), example))
     for source, names in sources:
       variables = _graft_variables(variables, _member(source, m, members.vmapped), names)
     frozen = {"teacher": _member(frozen_teacher, m, members.vmapped)} if frozen_teacher is not None else {}

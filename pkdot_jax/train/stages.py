@@ -3,7 +3,8 @@
 A `Stage` says everything the trainer needs to know about one stage: which model it trains and which frozen
 model it reads, its loss, the sub-trees it starts from earlier stages (grafts), how it picks its best epoch,
 how it is evaluated, and whether it belongs to the teacher side (shared by every student of a sweep). The loop
-(`loop.py`) reads nothing else about stages; adding a stage is one entry in `STAGES`.
+(`loop.py`) reads nothing else about stages; adding a stage is one entry appended to `STAGES` (the position of
+a stage in the table picks its initialisation key and orders its records).
 
 The fields of the config are declared once too (`FIELDS`): which ones only the student side reads (a shared
 teacher directory ignores them), and which ones reach a compiled program only as data or as a branch index
@@ -15,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Callable
+import types
+from typing import Any, Callable, Mapping
 
 import jax.numpy as jnp
 
@@ -148,7 +150,7 @@ def _student_grafts(config) -> tuple[Graft, ...]:
   return grafts
 
 
-STAGES: dict[str, Stage] = {stage.name: stage for stage in (
+STAGES: Mapping[str, Stage] = types.MappingProxyType({stage.name: stage for stage in (
     _pretrain("pretrain_video", lambda mcfg: "video"),
     _pretrain("pretrain_privileged", lambda mcfg: mcfg.privileged),
     Stage(name="teacher", teacher_side=True, eval_kind="model", select=_default_select, evaluate=_model_eval,
@@ -170,7 +172,7 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
           loss=lambda config, model, teacher, losses: steps.student_loss(
               model, teacher, config.model.task, {"branches": losses}),
           loss_key=lambda config, losses: {"branches": losses}),
-)}
+)})  # read-only
 STAGE_ORDER = tuple(STAGES)
 TEACHER_STAGES = tuple(name for name, stage in STAGES.items() if stage.teacher_side)
 
