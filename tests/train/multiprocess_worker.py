@@ -25,6 +25,7 @@ def config_for(data_dir: str, num_devices: int | None = None):
 
 def main(port: str, num_processes: str, process_id: str, data_dir: str, workdir: str) -> None:
   faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints where a hung process is
+  faulthandler.dump_traceback_later(600, exit=True)  # a hung process shows its stacks in the log and exits
   from pkdot_jax.train import parallel
   parallel.initialize_distributed(f"127.0.0.1:{port}", int(num_processes), int(process_id))
   from pkdot_jax.train import loop
