@@ -8,7 +8,7 @@ Commands:
            re-running the same command resumes; a finished stage is skipped.
   demo     the main job on the embedded synthetic dataset: teacher, T-Net, and every distillation method over
            subject-disjoint folds and seeds; prints a table and writes a report folder
-             pkdot demo [--quick] [--workdir=runs/demo]
+             pkdot demo [--quick | --all] [--workdir=runs/demo]
   sweep    an ablation grid, one workdir per run, resumable and shardable
              pkdot sweep --sweep=experiments/sweeps/NAME.py --workdir=runs/NAME [--shard=0/4]
   report   rebuild tables and plots from a sweep or demo workdir
@@ -37,6 +37,8 @@ flags.DEFINE_list("stages", None, "Stages to run (default: config.pipeline). One
 flags.DEFINE_string("sweep", None, "Sweep file (a get_sweep() module) for `pkdot sweep`.")
 flags.DEFINE_string("shard", "0/1", "This process's share of a sweep grid, i/n.")
 flags.DEFINE_bool("quick", False, "demo: the small smoke version (fewer subjects, epochs, folds, seeds).")
+flags.DEFINE_bool("all", False, "demo: the full comparison (every applicable registry loss, each with its "
+                  "distillation weight chosen on validation subjects among three values).")
 flags.DEFINE_list("methods", None, "demo: a subset of the methods (video_only is always needed).")
 flags.DEFINE_string("compilation_cache", os.environ.get("PKDOT_COMPILATION_CACHE",
                                                          os.path.join("~", ".cache", "pkdot-jax", "xla")),
@@ -79,7 +81,7 @@ def main(argv: list[str]) -> None:
   elif command == "demo":
     from pkdot_jax.study import demo
     kwargs = {"methods": tuple(FLAGS.methods)} if FLAGS.methods else {}
-    demo.main(workdir=FLAGS.workdir or "runs/demo", quick=FLAGS.quick, **kwargs)
+    demo.main(workdir=FLAGS.workdir or "runs/demo", quick=FLAGS.quick, full=FLAGS.all, **kwargs)
   elif command == "sweep":
     if FLAGS.sweep is None or FLAGS.workdir is None:
       raise app.UsageError("sweep needs --sweep and --workdir")

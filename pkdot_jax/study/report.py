@@ -54,9 +54,10 @@ def collect(root: str) -> list[dict[str, Any]]:
       row = {"run": os.path.basename(run_dir), **overrides, "fold": config["data"]["fold"],
              "seed": member["seed"], "weight": member["weight"], "best_epoch": member["best_epoch"],
              "seconds": result["seconds"] / max(len(result["members"]), 1)}
-      for key, value in (member.get("test") or {}).items():
-        if isinstance(value, (int, float)):
-          row[f"test_{key}"] = value
+      for split in ("val", "test"):
+        for key, value in (member.get(split) or {}).items():
+          if isinstance(value, (int, float)):
+            row[f"{split}_{key}"] = value
       rows.append(row)
   return rows
 
@@ -129,6 +130,10 @@ def provenance_lines(prov: dict[str, Any]) -> list[str]:
           f"- versions: {prov.get('versions')}, git {prov.get('git')}"]
 
 
+def format_provenance(root: str) -> str:
+  return "\n".join(provenance_lines(provenance(root)))
+
+
 def write_csv(path: str, rows: list[dict[str, Any]]) -> None:
   keys = sorted({k for r in rows for k in r})
   with open(path, "w", newline="") as f:
@@ -155,28 +160,87 @@ def bar_plot(path: str, table: list[dict[str, Any]], label_key: str, metric: str
   plt.close(fig)
 
 
-def learning_curves(path: str, run_dirs: dict[str, str], metric: str) -> None:
-  """Validation metric per epoch of the student stage, one line per run (mean over members)."""
+def learning_curves(path: str, run_dirs: dict[str, Any], metric: str, split: str = "val",
+                    title: str | None = None) -> None:
+  """`split` metric per epoch of the student stage, one line per label: the mean over its members and over the
+  run directories given for it (a path or a list of paths). Integer epoch ticks; colour and marker per label."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  from matplotlib.ticker import MaxNLocator
 
-  fig, ax = plt.subplots(figsize=(6, 3.5))
-  for label, run_dir in run_dirs.items():
-    records = [r for r in loop.read_metrics(run_dir) if r["stage"] == "student" and "val" in r]
-    if records:
-      ax.plot([r["epoch"] for r in records], [np.mean([m[metric] for m in r["val"]]) for r in records],
-              label=label)
+  markers = "osD^vP*Xh<>p"
+  colours = plt.get_cmap("tab10" if len(run_dirs) <= 10 else "tab20")
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for i, (label, dirs) in enumerate(run_dirs.items()):
+    per_epoch: dict[int, list[float]] = {}
+    for run_dir in [dirs] if isinstance(dirs, str) else dirs:
+      for r in loop.read_metrics(run_dir):
+        if r["stage"] == "student" and split in r:
+          per_epoch.setdefault(r["epoch"], []).extend(m[metric] for m in r[split])
+    if per_epoch:
+      epochs = sorted(per_epoch)
+      ax.plot(epochs, [np.mean(per_epoch[e]) for e in epochs], label=label, color=colours(i % colours.N),
+              marker=markers[i % len(markers)], markersize=5, lw=1.3)
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
   ax.set_xlabel("epoch")
-  ax.set_ylabel(f"validation {metric}")
+  ax.set_ylabel(f"{split} {metric}")
+  if title:
+    ax.set_title(title, fontsize=9)
+  ax.grid(alpha=0.3)
   ax.legend(fontsize=7, ncol=2)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
 
 
+def methods_plot(path: str, table: list[dict[str, Any]], chance: float, references: tuple[str, ...] = (),
+                 controls: tuple[str, ...] = (), interval: str = "95% CI") -> None:
+  """Bars of the mean metric per row with its interval (entries with "mean", "ci_low", "ci_high"); reference
+  rows (teacher, ceiling) hatched and set apart on the left, controls grey, a dashed chance line; the y axis
+  starts at chance (at 0 when an interval reaches below it)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  refs = [e for e in table if e["method"] in references]
+  rest = [e for e in table if e["method"] not in references]
+  xs = list(range(len(refs))) + [len(refs) + 0.6 + i for i in range(len(rest))]
+  entries = refs + rest
+  fig, ax = plt.subplots(figsize=(max(6, 0.75 * len(entries) + 2.5), 4.2))
+  for x, e in zip(xs, entries):
+    if e["method"] in references:
+      style = dict(color="white", edgecolor="dimgray", hatch="//")
+    elif e["method"] in controls:
+      style = dict(color="silver", edgecolor="dimgray")
+    else:
+      style = dict(color="tab:blue", edgecolor="navy")
+    low = e["mean"] - e["ci_low"] if np.isfinite(e["ci_low"]) else 0.0
+    high = e["ci_high"] - e["mean"] if np.isfinite(e["ci_high"]) else 0.0
+    ax.bar(x, e["mean"], yerr=[[low], [high]], capsize=3, linewidth=1, **style)
+  ax.axhline(chance, color="crimson", ls="--", lw=1, label=f"chance ({chance:g})")
+  if refs and rest:
+    ax.axvline(len(refs) - 0.2, color="gray", lw=0.6, ls=":")
+  ax.set_xticks(xs, [e["method"] for e in entries], rotation=35, ha="right", fontsize=8)
+  ax.set_ylabel("test accuracy")
+  lows = [e["ci_low"] for e in entries if np.isfinite(e["ci_low"])] or [chance]
+  ax.set_ylim(chance if min(lows) >= chance else 0.0, 1.0)
+  ax.set_title(f"error bars: {interval}; hatched: references (teacher sees physio; ridge probe on video); "
+               "grey: controls", fontsize=8)
+  ax.legend(fontsize=8, loc="upper right")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
 def main(root: str, group_keys: list[str] | None = None) -> str:
-  """Rebuilds summary.md / summary.csv / plots under root and prints the table."""
+  """Rebuilds summary.md / summary.csv / plots under root and prints the table; a demo workdir (demo.json)
+  gets exactly the demo's report, rebuilt under root/report/."""
+  from pkdot_jax.study import demo
+  if demo.is_demo(root) and group_keys is None:
+    text = demo.build_report(root)
+    print(text)
+    return text
   rows = collect(root)
   if not rows:
     raise FileNotFoundError(f"no finished runs (student/result.json) under {root}")
