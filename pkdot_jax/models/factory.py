@@ -14,7 +14,8 @@ Config fields (``cfg = config.model``):
                       R3D-18 stage widths, basic blocks per stage, stem channels
                       (paper (64, 128, 256, 512), (2, 2, 2, 2), 64)
   video.arch          "r3d18" (default when absent) | "frame_cnn" (framecnn.FrameCNN: a per-frame 2-D CNN with
-                      temporal mean/range pooling, `video.widths` its stage widths; light, for small CPU clips)
+                      temporal mean/range pooling, `video.widths` its stage widths; light, for small CPU clips) |
+                      "stack_cnn" (the same 2-D CNN on the frames stacked along channels: early temporal fusion)
   video.conv3d_impl   "auto" | "xla" | "frames": how 3-D convolutions run (resnet.Conv3D; same results)
   privileged_net.widths, .blocks, .stem_width     ResNet-18 knobs for the spectrogram backbone
   privileged_net.cnn_widths, .cnn_kernel          1-D CNN knobs (last width = privileged embedding size)
@@ -132,9 +133,10 @@ def privileged_dim(cfg: ml_collections.ConfigDict) -> int:
 
 def build_video_backbone(cfg: ml_collections.ConfigDict):
   arch = cfg.video.get("arch", "r3d18")
-  _check_choice("video.arch", arch, ("r3d18", "frame_cnn"))
-  if arch == "frame_cnn":
-    return FrameCNN(widths=tuple(cfg.video.widths), dtype=_dtype(cfg))
+  _check_choice("video.arch", arch, ("r3d18", "frame_cnn", "stack_cnn"))
+  if arch in ("frame_cnn", "stack_cnn"):
+    return FrameCNN(widths=tuple(cfg.video.widths), dtype=_dtype(cfg),
+                    temporal="late" if arch == "frame_cnn" else "early")
   return R3D18(widths=tuple(cfg.video.widths), blocks=tuple(cfg.video.blocks),
                stem_width=int(cfg.video.stem_width), dtype=_dtype(cfg),
                conv3d_impl=cfg.video.get("conv3d_impl", "auto"))

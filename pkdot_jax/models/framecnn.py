@@ -24,11 +24,21 @@ Array = Any
 class FrameCNN(nn.Module):
   widths: Sequence[int] = (16, 32, 64)
   dtype: Any = jnp.float32
+  temporal: str = "late"  # "late": per-frame CNN + mean/range over time; "early": frames stacked on channels
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
     check_input(x, "FrameCNN", 5, None, "(B, T, H, W, C)")
     b, t, h, w, c = x.shape
+    if self.temporal == "early":
+      y = jnp.transpose(x.astype(self.dtype), (0, 2, 3, 1, 4)).reshape(b, h, w, t * c)
+      for i, width in enumerate(self.widths):
+        y = nn.Conv(width, (3, 3), (2, 2), ((1, 1), (1, 1)), use_bias=False, dtype=self.dtype,
+                    param_dtype=jnp.float32, kernel_init=conv_init, name=f"conv{i + 1}")(y)
+        y = nn.relu(batch_norm(train, self.dtype, f"bn{i + 1}")(y))
+      return jnp.mean(y.astype(jnp.float32), axis=(1, 2))
+    if self.temporal != "late":
+      raise ValueError(f"FrameCNN: temporal must be 'late' or 'early', got {self.temporal!r}")
     y = x.astype(self.dtype).reshape(b * t, h, w, c)
     for i, width in enumerate(self.widths):
       y = nn.Conv(width, (3, 3), (2, 2), ((1, 1), (1, 1)), use_bias=False, dtype=self.dtype,

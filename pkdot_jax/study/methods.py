@@ -40,6 +40,25 @@ METHODS: dict[str, dict[str, Any]] = {
     "mmd": {"distill.method": "mmd", "distill.weight": 1.0, "distill.kwargs": {}},
 }
 
+# PKDOT ablation (experiments/sweeps/pkdot_ablation.py): one factor at a time around the demo's PKDOT (k = 8
+# least-similar anchors, min shift, lambda 0.6, epsilon 0.01), each compared with the task_only control.
+_PKDOT_KWARGS = {"k": 8, "epsilon": 0.01}
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "pkdot_anchors_most": {"anchors": "most_similar"},
+    "pkdot_anchors_all": {"anchors": "all"},
+    "pkdot_k4": {"k": 4},
+    "pkdot_k16": {"k": 16},
+    "pkdot_shift_affine": {"shift": "affine"},
+    "pkdot_eps0.05": {"epsilon": 0.05},
+    "pkdot_eps0.1": {"epsilon": 0.1},
+}
+for _name, _kwargs in ABLATIONS.items():
+  METHODS[_name] = {"distill.method": "pkdot", "distill.weight": 0.6,
+                    "distill.kwargs": {**_PKDOT_KWARGS, **_kwargs}}
+METHODS["pkdot_lambda0.3"] = {"distill.method": "pkdot", "distill.weight": 0.3}
+METHODS["pkdot_lambda1.2"] = {"distill.method": "pkdot", "distill.weight": 1.2}
+ABLATION_METHODS = ("task_only", "pkdot", *ABLATIONS, "pkdot_lambda0.3", "pkdot_lambda1.2")
+
 # The baseline without a teacher and the same-architecture control (no distillation loss).
 VIDEO_ONLY, CONTROL = "video_only", "task_only"
 

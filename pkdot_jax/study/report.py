@@ -233,6 +233,85 @@ def methods_plot(path: str, table: list[dict[str, Any]], chance: float, referenc
   plt.close(fig)
 
 
+CONTROL = "task_only"  # methods.CONTROL (not imported: methods does not depend on the report)
+
+
+def _training_subjects(run_dir: str) -> int:
+  """Training subjects of a run's fold, from its config (the folds the loader builds)."""
+  from pkdot_jax.data import folds as folds_lib
+
+  config = _read_json(os.path.join(run_dir, "config.json"))
+  d = config["data"]
+  overrides = d.get("overrides") or {}
+  subjects = np.repeat(np.arange(int(overrides.get("num_subjects", 20))), int(overrides.get("samples_per_subject", 30)))
+  train = folds_lib.subject_folds(subjects, int(d["num_folds"]), float(d["val_fraction"]), int(d["fold_seed"]))
+  return int(np.unique(subjects[train[int(d["fold"])][0]]).size)
+
+
+def controlled_table(rows: list[dict[str, Any]], other_keys: list[str], metric: str) -> str:
+  """Per setting of `other_keys`, every method against the task_only control: fold-aware mean difference
+  (per fold the mean over seeds, t over folds) with its 95% interval, p and Holm-adjusted p over the methods."""
+  from pkdot_jax.study import stats as stats_lib
+
+  header = [*other_keys, "method", f"{metric} mean", "diff vs task_only [95% CI] (t over folds)", "p", "Holm p",
+            "pairs"]
+  lines = ["Against the same-architecture control:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  settings = sorted({tuple(r.get(k) for k in other_keys) for r in rows}, key=str)
+  for setting in settings:
+    subset = [r for r in rows if tuple(r.get(k) for k in other_keys) == setting]
+    methods = sorted({r["method"] for r in subset} - {CONTROL})
+    result = stats_lib.compare(subset, "method", CONTROL, metric, methods)
+    for name in [CONTROL, *methods]:
+      values = [r[metric] for r in subset if r["method"] == name and metric in r]
+      c = result.get(name)
+      diff = (f"{c['diff']:+.3f} [{c['diff_low']:+.3f}, {c['diff_high']:+.3f}]" if c else "control")
+      lines.append("| " + " | ".join([*(str(v) for v in setting), name, f"{np.mean(values):.3f}", diff,
+                                       f"{c['p']:.3f}" if c else "", f"{c['p_holm']:.3f}" if c else "",
+                                       str(c["pairs"]) if c else str(len(values))]) + " |")
+  return "\n".join(lines)
+
+
+def training_size_plot(path: str, root: str, rows: list[dict[str, Any]], metric: str) -> None:
+  """Mean test metric against training subjects, one line per method with a 95% band over folds (t on the
+  per-fold means)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  from pkdot_jax.study import stats as stats_lib
+
+  sizes: dict[str, int] = {}
+  for r in rows:
+    if r["run"] not in sizes:
+      sizes[r["run"]] = _training_subjects(os.path.join(root, "runs", r["run"]))
+  fig, ax = plt.subplots(figsize=(6.5, 4))
+  markers = "osD^vP"
+  for i, method in enumerate(sorted({r["method"] for r in rows})):
+    xs, means, lows, highs = [], [], [], []
+    for n in sorted({sizes[r["run"]] for r in rows if r["method"] == method}):
+      per_fold: dict[Any, list[float]] = {}
+      for r in rows:
+        if r["method"] == method and sizes[r["run"]] == n and metric in r:
+          per_fold.setdefault(r["fold"], []).append(r[metric])
+      ci = stats_lib.fold_t_interval([np.mean(v) for v in per_fold.values()])
+      xs.append(n)
+      means.append(ci["diff"])
+      lows.append(ci["diff_low"])
+      highs.append(ci["diff_high"])
+    line, = ax.plot(xs, means, marker=markers[i % len(markers)], label=method)
+    ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.15)
+  ax.axhline(0.5, color="crimson", ls="--", lw=1, label="chance")
+  ax.set_xticks(sorted(set(sizes.values())))
+  ax.set_xlabel("training subjects (teacher, T-Net and student)")
+  ax.set_ylabel(f"test {metric.removeprefix('test_')}")
+  ax.set_title("bands: 95% CI over folds (t on per-fold means); same test subjects at every size", fontsize=8)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
 def main(root: str, group_keys: list[str] | None = None) -> str:
   """Rebuilds summary.md / summary.csv / plots under root and prints the table; a demo workdir (demo.json)
   gets exactly the demo's report, rebuilt under root/report/."""
@@ -250,8 +329,14 @@ def main(root: str, group_keys: list[str] | None = None) -> str:
   if group_keys is None:
     group_keys = sorted({k for r in rows for k in _overrides_of(r["run"]) if k != "data.fold"}) or ["run"]
   table = summarize(rows, group_keys, metric)
-  text = "\n".join(["# Sweep summary", "", *provenance_lines(provenance(root)), "",
-                    format_table(table, group_keys, metric)])
+  parts = ["# Sweep summary", "", *provenance_lines(provenance(root)), "", format_table(table, group_keys, metric)]
+  if "method" in group_keys and any(r.get("method") == CONTROL for r in rows):
+    others = [k for k in group_keys if k != "method"]
+    parts += ["", controlled_table(rows, others, metric)]
+    if "data.val_fraction" in others:
+      training_size_plot(os.path.join(root, "training_size.png"), root, rows, metric)
+      parts += ["", "training_size.png: test accuracy against training subjects."]
+  text = "\n".join(parts)
   write_csv(os.path.join(root, "summary.csv"), rows)
   with open(os.path.join(root, "summary.md"), "w") as f:
     f.write(text + "\n")

@@ -78,3 +78,20 @@ def test_detectable_effect_has_the_requested_power():
   samples = effect + rng.standard_normal((4000, folds))
   rejected = scipy_stats.ttest_1samp(samples, 0.0, axis=1).pvalue < alpha
   assert 0.75 < rejected.mean() < 0.85
+
+
+def test_full_comparison_keeps_the_weight_best_on_validation():
+  from pkdot_jax.study import demo
+
+  rows = []
+  for fold in range(3):
+    for seed in range(2):
+      for weight, val, test in ((0.3, 0.70, 0.9), (0.6, 0.80, 0.6), (1.2, 0.75, 0.7)):
+        rows.append({"method": "pkdot@grid", "fold": fold, "seed": seed, "weight": weight,
+                     "val_accuracy": val + 0.01 * fold, "test_accuracy": test})
+      rows.append({"method": "task_only", "fold": fold, "seed": seed, "weight": 1.0, "val_accuracy": 0.7,
+                   "test_accuracy": 0.5})
+  kept, chosen = demo.select_weights(rows)
+  assert chosen == {"pkdot": {"weights": pytest.approx({0.3: 0.71, 0.6: 0.81, 1.2: 0.76}), "chosen": 0.6}}
+  assert {r["method"] for r in kept} == {"pkdot", "task_only"} and len(kept) == 12
+  assert all(r["test_accuracy"] == 0.6 for r in kept if r["method"] == "pkdot")  # chosen on val, not on test
