@@ -133,10 +133,10 @@ def privileged_dim(cfg: ml_collections.ConfigDict) -> int:
 
 def build_video_backbone(cfg: ml_collections.ConfigDict):
   arch = cfg.video.get("arch", "r3d18")
-  _check_choice("video.arch", arch, ("r3d18", "frame_cnn", "stack_cnn"))
-  if arch in ("frame_cnn", "stack_cnn"):
-    return FrameCNN(widths=tuple(cfg.video.widths), dtype=_dtype(cfg),
-                    temporal="late" if arch == "frame_cnn" else "early")
+  temporal = {"frame_cnn": "late", "frame_cnn_spatial": "late_spatial", "stack_cnn": "early"}
+  _check_choice("video.arch", arch, ("r3d18", *temporal))
+  if arch in temporal:
+    return FrameCNN(widths=tuple(cfg.video.widths), dtype=_dtype(cfg), temporal=temporal[arch])
   return R3D18(widths=tuple(cfg.video.widths), blocks=tuple(cfg.video.blocks),
                stem_width=int(cfg.video.stem_width), dtype=_dtype(cfg),
                conv3d_impl=cfg.video.get("conv3d_impl", "auto"))
