@@ -49,6 +49,8 @@ flags.DEFINE_list("stages", None, "Stages to run, comma-separated (default: conf
 flags.DEFINE_string("sweep", None, "Sweep file (a get_sweep() module).")
 flags.DEFINE_string("shard", "0/1", "This process's share of the sweep grid, i/n.")
 flags.DEFINE_bool("quick", False, "The small smoke version (fewer subjects, epochs, folds, seeds).")
+flags.DEFINE_bool("all", False, "The full comparison (every applicable registry loss, each with its "
+                  "distillation weight chosen on validation subjects among three values).")
 flags.DEFINE_list("methods", None, "A subset of the distillation methods, comma-separated (video_only is always "
                   "needed).")
 flags.DEFINE_string("compilation_cache", os.environ.get("PKDOT_COMPILATION_CACHE",
@@ -320,7 +322,7 @@ def main(argv: list[str], invocation: _Invocation | None = None) -> None:
     from pkdot_jax.study import demo
     kwargs = {"methods": tuple(FLAGS.methods)} if FLAGS.methods else {}
     invocation.running = True
-    demo.main(workdir=FLAGS.workdir or "runs/demo", quick=FLAGS.quick, **kwargs)
+    demo.main(workdir=FLAGS.workdir or "runs/demo", quick=FLAGS.quick, full=FLAGS.all, **kwargs)
   elif command == "sweep":
     from pkdot_jax.study import sweep
     invocation.running = True

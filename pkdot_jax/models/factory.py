@@ -13,6 +13,9 @@ Config fields (``cfg = config.model``):
   video.widths, video.blocks, video.stem_width
                       R3D-18 stage widths, basic blocks per stage, stem channels
                       (paper (64, 128, 256, 512), (2, 2, 2, 2), 64)
+  video.arch          "r3d18" (default when absent) | "frame_cnn" (framecnn.FrameCNN: a per-frame 2-D CNN with
+                      temporal mean/range pooling, `video.widths` its stage widths; light, for small CPU clips) |
+                      "stack_cnn" (the same 2-D CNN on the frames stacked along channels: early temporal fusion)
   video.conv3d_impl   "auto" | "xla" | "frames": how 3-D convolutions run (resnet.Conv3D; same results)
   privileged_net.widths, .blocks, .stem_width     ResNet-18 knobs for the spectrogram backbone
   privileged_net.cnn_widths, .cnn_kernel          1-D CNN knobs (last width = privileged embedding size)
@@ -56,6 +59,7 @@ import numpy as np
 
 from pkdot_jax.models.assemblies import Student, Teacher, Unimodal
 from pkdot_jax.models.backbones import AudioLogMelResNet, PhysioCNN1D, PhysioSpectrogramResNet
+from pkdot_jax.models.framecnn import FrameCNN
 from pkdot_jax.models.fusion import ConcatFusion, GatedCrossAttentionFusion, JointCrossAttentionFusion
 from pkdot_jax.models.resnet import R3D18
 from pkdot_jax.models.tnet import TNet
@@ -127,7 +131,12 @@ def privileged_dim(cfg: ml_collections.ConfigDict) -> int:
   return int(cfg.privileged_net.widths[-1])
 
 
-def build_video_backbone(cfg: ml_collections.ConfigDict) -> R3D18:
+def build_video_backbone(cfg: ml_collections.ConfigDict):
+  arch = cfg.video.get("arch", "r3d18")
+  temporal = {"frame_cnn": "late", "frame_cnn_spatial": "late_spatial", "stack_cnn": "early"}
+  _check_choice("video.arch", arch, ("r3d18", *temporal))
+  if arch in temporal:
+    return FrameCNN(widths=tuple(cfg.video.widths), dtype=_dtype(cfg), temporal=temporal[arch])
   return R3D18(widths=tuple(cfg.video.widths), blocks=tuple(cfg.video.blocks),
                stem_width=int(cfg.video.stem_width), dtype=_dtype(cfg),
                conv3d_impl=cfg.video.get("conv3d_impl", "auto"))

@@ -1,15 +1,24 @@
-"""The main job: PKDOT and the baselines on the embedded synthetic dataset, end to end, on a CPU.
+"""The main job: PKDOT and its controls on the embedded synthetic dataset, end to end, on a CPU.
 
-  pkdot demo [--quick] [--workdir=runs/demo]
+  pkdot demo [--quick | --all] [--workdir=runs/demo]
 
 Generates the synthetic dataset (seconds), trains one multimodal teacher (video + physiological signal) and one
-T-Net per subject-disjoint fold, then a video-only student per distillation method (pkdot_jax/study/methods.py) over
-the folds, with two seeds per run trained as members of one program, and writes <workdir>/report/: report.md,
-results.csv, methods.png (bar chart), learning_curves.png, similarity.png (teacher vs student cosine-similarity
-matrices without and with PKDOT). The ten distillation methods share one compiled student program (the sweep
-declares their losses to the context's programs), compiled once for every fold and seed. The synthetic benefit of privileged
-information is a property of data we designed (see pkdot_jax/data/synthetic): a demonstration of the machinery,
-not a reproduction of the paper."""
+T-Net per subject-disjoint fold and seed, then one student per method (pkdot_jax/study/methods.py) per fold,
+the seeds of a run trained as its members. Rows: the teacher, the video ceiling (a ridge probe on hand-made
+video features, same data and folds), the video-only student, the same-architecture control (T-Net + fusion
+student, task loss only), PKDOT, MT-PKDOT, the two positive controls (generalized distillation, Hinton KD) and
+SP. Every distillation row's primary comparison is with the control: per fold the mean over seeds of the paired
+differences, a Student-t interval over folds, and Holm-adjusted p-values over the methods (stats.py).
+
+`--all` is the full comparison: every registry loss the trainer can feed, each with its distillation weight
+chosen on validation subjects among three values (one member per value). `--quick` is a smoke run with the
+same rows on tiny sizes.
+
+Writes <workdir>/report/: report.md, results.csv, summary.json, methods.png, learning_curves.png,
+similarity.png; `pkdot report WORKDIR` rebuilds exactly that folder from the run directories (demo.json
+records what was run). The synthetic benefit of privileged information is a property of data we designed
+(pkdot_jax/data/synthetic): a demonstration of the machinery, not a reproduction of the paper.
+"""
 
 from __future__ import annotations
 
@@ -17,132 +26,431 @@ import glob
 import json
 import os
 import time
+from typing import Any
 
 import jax
 import numpy as np
 
 from pkdot_jax.study import methods as methods_lib
-from pkdot_jax.train.programs import Context
 from pkdot_jax.study import report as report_lib
+from pkdot_jax.study import stats as stats_lib
 from pkdot_jax.study import sweep as sweep_lib
+from pkdot_jax.train.programs import Context
 
 CONFIG = "synthetic"  # a built-in config name (pkdot_jax/configs)
+SEEDS = (0, 1)
+TEACHER = "teacher (video + physio)"
+CEILING = "video ceiling (ridge probe)"
+CONFIDENCE = 0.95
 
 
-def demo_sweep(quick: bool, methods: tuple[str, ...] = methods_lib.DEMO_METHODS) -> dict:
-  if "video_only" not in methods:
-    raise ValueError("the demo compares every method with the video_only baseline: include it")
-  return {"config": f"{CONFIG}:{'demo_quick' if quick else 'demo'}",
-          "base": {"seeds": (0, 1)},
-          "grid": {"method": list(methods), "data.fold": [0, 1] if quick else [0, 1, 2]}}
+def _variant(quick: bool, full: bool) -> str:
+  if quick and full:
+    raise ValueError("choose one of --quick and --all")
+  return "demo_quick" if quick else "demo_all" if full else "demo"
 
 
+def _run_method(name: str, full: bool) -> str:
+  """The sweep's method name of a row: in the full comparison a distillation loss carries its weight grid."""
+  if full and name not in (methods_lib.VIDEO_ONLY, methods_lib.CONTROL):
+    return name + methods_lib.GRID_SUFFIX
+  return name
+
+
+def demo_sweep(quick: bool, methods: tuple[str, ...] = methods_lib.DEMO_METHODS, full: bool = False) -> dict:
+  for needed in (methods_lib.VIDEO_ONLY, methods_lib.CONTROL):
+    if needed not in methods:
+      raise ValueError(f"the demo compares every method with {methods_lib.CONTROL} and {methods_lib.VIDEO_ONLY}: "
+                       f"include {needed}")
+  config = sweep_lib.load_config(f"{CONFIG}:{_variant(quick, full)}")
+  return {"config": f"{CONFIG}:{_variant(quick, full)}", "base": {"seeds": SEEDS},
+          "grid": {"method": [_run_method(m, full) for m in methods],
+                   "data.fold": list(range(int(config.data.num_folds)))},
+          "desc": "students"}
+
+
+def teacher_sweep(sweep: dict) -> dict:
+  """The teachers and T-Nets of every fold, trained before the students (their time is then not charged to the
+  first method); the student runs find them done in the shared teacher directories."""
+  return {"config": sweep["config"], "base": {**sweep["base"], "pipeline": ("teacher", "tnet")},
+          "grid": {"data.fold": sweep["grid"]["data.fold"]}, "desc": "teachers"}
+
+
+# ------------------------------------------------------------------------------------------------ timing
+_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                   "/jax/core/compile/backend_compile_duration", "/jax/compilation_cache/cache_retrieval_time_sec")
+_compile_seconds = [0.0]
+
+
+def _on_event(event: str, duration: float, **_: Any) -> None:
+  if event in _COMPILE_EVENTS:
+    _compile_seconds[0] += float(duration)
+
+
+_listening = [False]
+
+
+class RunTimer:
+  """Per run of a sweep: wall seconds and the seconds jax spent tracing, lowering and compiling (jax.monitoring
+  compile events; with a warm persistent cache, loading a program counts instead). Appends to timing.jsonl."""
+
+  def __init__(self, root: str, phase: str):
+    if not _listening[0]:
+      jax.monitoring.register_event_duration_secs_listener(_on_event)
+      _listening[0] = True
+    self.path = os.path.join(root, "timing.jsonl")
+    self.phase = phase
+    self.start()
+
+  def start(self) -> None:
+    self.t0, self.c0 = time.time(), _compile_seconds[0]
+
+  def __call__(self, name: str) -> None:
+    wall, compile_s = time.time() - self.t0, _compile_seconds[0] - self.c0
+    # A run already finished (resumed demo) is not started: no new run_info.json entry; keep its first record.
+    info = os.path.join(os.path.dirname(self.path), "runs", name, "run_info.json")
+    if os.path.exists(info) and os.path.getmtime(info) >= self.t0 - 1e-3:
+      with open(self.path, "a") as f:
+        f.write(json.dumps({"phase": self.phase, "run": name, "wall_s": wall, "compile_s": compile_s}) + "\n")
+    self.start()
+
+
+def read_timing(root: str) -> dict[tuple[str, str], dict[str, float]]:
+  """{(phase, run): {"wall_s", "compile_s"}}, the last record of each run."""
+  out = {}
+  path = os.path.join(root, "timing.jsonl")
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        if line.strip():
+          r = json.loads(line)
+          out[(r["phase"], r["run"])] = r
+  return out
+
+
+# ------------------------------------------------------------------------------------------ the references
 def teacher_rows(root: str) -> list[dict]:
   rows = []
   for result_path in sorted(glob.glob(os.path.join(root, "teachers", "*", "teacher", "result.json"))):
     config = report_lib._read_json(os.path.join(os.path.dirname(os.path.dirname(result_path)), "config.json"))
     for member in report_lib._read_json(result_path)["members"]:
-      rows.append({"method": "teacher (video + physio)", "fold": config["data"]["fold"], "seed": member["seed"],
-                   **{f"test_{k}": v for k, v in (member.get("test") or {}).items() if isinstance(v, float)},
-                   "seconds": 0.0})
+      rows.append({"method": TEACHER, "fold": config["data"]["fold"], "seed": member["seed"],
+                   **{f"test_{k}": v for k, v in (member.get("test") or {}).items() if isinstance(v, float)}})
   return rows
 
 
-def similarity_figure(root: str, path: str, context: Context) -> dict[str, float]:
-  """Teacher vs student cosine-similarity matrices on fold 0's first test batch, without and with PKDOT."""
+def ceiling_rows(root: str, config_spec: str, folds: list[int]) -> list[dict]:
+  """The ridge probe on the same data and folds (computed once, kept in ceiling.json); one row per fold."""
+  path = os.path.join(root, "ceiling.json")
+  if not os.path.exists(path):
+    from pkdot_jax.data.synthetic import builder, usefulness
+
+    config = sweep_lib.load_config(config_spec)
+    d = config.data
+    spec = builder.make_config(d.config_name, int(d.dataset_seed), **dict(d.overrides)).spec
+    by_fold = usefulness.video_probe_by_fold(spec, int(d.dataset_seed), int(d.num_folds), float(d.val_fraction),
+                                             int(d.fold_seed), folds)
+    with open(path, "w") as f:
+      json.dump({str(k): v for k, v in by_fold.items()}, f, indent=2)
+  by_fold = {int(k): v for k, v in report_lib._read_json(path).items()}
+  return [{"method": CEILING, "fold": k, "seed": 0, "test_accuracy": v} for k, v in sorted(by_fold.items())]
+
+
+# ------------------------------------------------------------------------------------- weight selection
+def select_weights(rows: list[dict], metric: str = "accuracy") -> tuple[list[dict], dict[str, dict]]:
+  """Full comparison: per method, the weight with the best mean validation metric over all folds x seeds; the
+  rows of that weight only (method names without the grid suffix), and {method: {weight: mean val}}."""
+  kept, chosen = [], {}
+  by_method: dict[str, list[dict]] = {}
+  for r in rows:
+    by_method.setdefault(r["method"], []).append(r)
+  for name, group in by_method.items():
+    base = methods_lib.base_name(name)
+    weights = sorted({r["weight"] for r in group})
+    val = {w: float(np.mean([r[f"val_{metric}"] for r in group if r["weight"] == w and f"val_{metric}" in r]
+                            or [np.nan])) for w in weights}
+    best = max(weights, key=lambda w: (np.nan_to_num(val[w], nan=-np.inf), -abs(np.log(w) if w > 0 else 0)))
+    if len(weights) > 1:
+      chosen[base] = {"weights": val, "chosen": best}
+    kept += [{**r, "method": base} for r in group if r["weight"] == best]
+  return kept, chosen
+
+
+# ------------------------------------------------------------------------------------------------ table
+def comparison_table(rows: list[dict], order: list[str], metric: str = "test_accuracy") -> list[dict]:
+  """One entry per row of the report: mean, std over runs, a 95% interval over folds of the per-fold means,
+  and for the students the fold-aware difference to the control (Holm over the distillation methods) and to
+  the video-only student."""
+  control, video = methods_lib.CONTROL, methods_lib.VIDEO_ONLY
+  students = [m for m in order if m not in (TEACHER, CEILING)]
+  distill = [m for m in students if m not in (control, video)]
+  vs_control = stats_lib.compare(rows, "method", control, metric, distill, CONFIDENCE)
+  video_vs_control = stats_lib.compare(rows, "method", control, metric, [video], CONFIDENCE)
+  vs_video = stats_lib.compare(rows, "method", video, metric, distill + [control], CONFIDENCE)
+  table = []
+  for name in order:
+    group = [r for r in rows if r["method"] == name and metric in r]
+    if not group:
+      continue
+    mean, std = report_lib.metrics_lib.mean_std([r[metric] for r in group])
+    fold_means = {}
+    for r in group:
+      fold_means.setdefault(r["fold"], []).append(r[metric])
+    ci = stats_lib.fold_t_interval([np.mean(v) for v in fold_means.values()], CONFIDENCE)
+    entry = {"method": name, "n": len(group), "folds": len(fold_means), "mean": mean, "std": std,
+             "ci_low": ci["diff_low"], "ci_high": ci["diff_high"]}
+    if name in vs_control:
+      entry["vs_control"] = vs_control[name]
+    elif name == video:
+      entry["vs_control"] = video_vs_control.get(video)
+    if name in vs_video:
+      entry["vs_video_only"] = vs_video[name]
+    table.append(entry)
+  return table
+
+
+def _fmt_diff(c: dict | None, with_p: bool = True) -> str:
+  if not c or not np.isfinite(c.get("diff", np.nan)):
+    return ""
+  text = f"{c['diff']:+.3f} [{c['diff_low']:+.3f}, {c['diff_high']:+.3f}]"
+  if with_p:
+    text += f", p={c['p']:.3f}"
+  return text
+
+
+def format_table(table: list[dict], timing: dict[str, dict[str, float]]) -> str:
+  header = ["row", "test accuracy mean +- std", "95% CI over folds", "runs", "diff vs task_only [95% CI], p",
+            "Holm p", "diff vs video_only [95% CI]", "wall s (compile s)"]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for e in table:
+    c = e.get("vs_control")
+    holm = f"{c['p_holm']:.3f}" if c and "p_holm" in c and np.isfinite(c["p_holm"]) else ""
+    t = timing.get(e["method"])
+    wall = f"{t['wall_s']:.0f} ({t['compile_s']:.0f})" if t else ""
+    lines.append("| " + " | ".join([
+        e["method"], f"{e['mean']:.3f} +- {e['std']:.3f}", f"[{e['ci_low']:.3f}, {e['ci_high']:.3f}]",
+        f"{e['n']} ({e['folds']} folds)",
+        "control" if e["method"] == methods_lib.CONTROL else _fmt_diff(c),
+        holm, _fmt_diff(e.get("vs_video_only"), with_p=False), wall]) + " |")
+  return "\n".join(lines)
+
+
+def method_timing(root: str, full: bool) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+  """Per row: the summed wall and compile seconds of its student runs (all folds and seeds); and the
+  teacher phase's (teachers and T-Nets of every fold)."""
+  timing = read_timing(root)
+  per_method: dict[str, dict[str, float]] = {}
+  teachers = {"wall_s": 0.0, "compile_s": 0.0}
+  for (phase, run), t in timing.items():
+    if phase == "teachers":
+      teachers["wall_s"] += t["wall_s"]
+      teachers["compile_s"] += t["compile_s"]
+      continue
+    method = methods_lib.base_name(report_lib._overrides_of(run).get("method", run))
+    entry = per_method.setdefault(method, {"wall_s": 0.0, "compile_s": 0.0})
+    entry["wall_s"] += t["wall_s"]
+    entry["compile_s"] += t["compile_s"]
+  per_method[TEACHER] = teachers
+  return per_method, teachers
+
+
+# ---------------------------------------------------------------------------------------------- figures
+def similarity_figure(root: str, path: str, context: Context, fold: int = 0) -> dict[str, float]:
+  """Teacher vs student cosine-similarity matrices on a test batch of `fold` (the first seed), samples ordered
+  by label: the same-architecture student without distillation and with PKDOT."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   from pkdot_jax import losses
-  from pkdot_jax.train import checkpoint, evaluation, input as input_lib, parallel
+  from pkdot_jax.train import checkpoint, input as input_lib, parallel
+
+  info = read_demo_json(root)
+  full = info["mode"] == "all"
 
   def run_dir(method):
-    return os.path.join(root, "runs", sweep_lib.run_name({"method": method, "data.fold": 0}))
+    return os.path.join(root, "runs", sweep_lib.run_name({"method": _run_method(method, full), "data.fold": fold}))
 
-  sweep_config = sweep_lib.load_config(report_lib._read_json(os.path.join(root, "sweep.json"))["config"])
+  sweep_config = sweep_lib.load_config(info["config"])
   pkdot_config = report_lib._read_json(os.path.join(run_dir("pkdot"), "config.json"))
-  vmapped = len(pkdot_config["seeds"]) > 1
-  config = sweep_lib.apply_overrides(sweep_config, {"method": "pkdot", "data.fold": 0,
+  config = sweep_lib.apply_overrides(sweep_config, {"method": "pkdot", "data.fold": fold,
                                                     "seeds": tuple(pkdot_config["seeds"])})
   mesh = parallel.make_mesh(config.get("num_devices"))
   data = input_lib.load(config, context.datasets)
   local = next(iter(data.eval_batches("test", config.eval_batch_size)))
   mask = local["mask"].astype(bool)
+  order = np.argsort(local["label"][mask], kind="stable")
+  labels = local["label"][mask][order]
   batch = parallel.global_batch({k: v for k, v in local.items() if v.dtype.kind not in "OUS"}, mesh)
 
-  def member0(outputs):  # the first seed's outputs; the eval programs the runs compiled are reused
-    return np.asarray(outputs["embedding"][0] if vmapped else outputs["embedding"])[mask]
-
   teacher_vars = checkpoint.load_variables(os.path.join(pkdot_config["teacher_workdir"], "teacher", "best"))
-  teacher_eval = evaluation.eval_program("teacher", config, vmapped, context.programs)
-  embeddings = {"teacher": member0(teacher_eval(teacher_vars, None, batch))}
-  for method, label in (("video_only", "student without distillation"), ("pkdot", "student with PKDOT")):
+  embeddings = {"teacher (video + physio)": _member0_embedding("teacher", config, teacher_vars, batch, context)[mask][order]}
+  for method, label in ((methods_lib.CONTROL, "student, task loss only"), ("pkdot", "student with PKDOT")):
     method_config = sweep_lib.apply_overrides(config, {"method": method})
     student_vars = checkpoint.load_variables(os.path.join(run_dir(method), "student", "best"))
-    embeddings[label] = member0(evaluation.eval_program("student", method_config, vmapped, context.programs)(
-        student_vars, None, batch))
-  fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
+    embeddings[label] = _member0_embedding("student", method_config, student_vars, batch, context)[mask][order]
+  sims = {label: np.asarray(losses.cosine_similarity_matrix(e, e)) for label, e in embeddings.items()}
+  fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), constrained_layout=True)
   divergences = {}
-  for ax, (label, emb) in zip(axes, embeddings.items()):
-    sim = np.asarray(losses.cosine_similarity_matrix(emb, emb))
-    image = ax.imshow(sim, vmin=-1, vmax=1, cmap="RdBu_r")
+  boundary = np.flatnonzero(np.diff(labels)) + 0.5
+  teacher_emb = embeddings["teacher (video + physio)"]
+  for ax, (label, sim) in zip(axes, sims.items()):
+    off = sim[~np.eye(len(sim), dtype=bool)]
+    vmin, vmax = np.percentile(off, 1), np.percentile(off, 99)  # each panel's own range: structure, not level
+    image = ax.imshow(sim, vmin=vmin, vmax=vmax, cmap="viridis", interpolation="nearest")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="cosine similarity")
     title = label
-    if label != "teacher":
-      k = min(8, emb.shape[0] - 1)
-      value = float(jax.jit(losses.pkdot, static_argnames="k")(emb, embeddings["teacher"], k=k))
+    if not label.startswith("teacher"):
+      k = min(8, len(sim) - 1)
+      value = float(jax.jit(losses.pkdot, static_argnames="k")(embeddings[label], teacher_emb, k=k))
       divergences[label] = value
-      title += f"\nPKDOT divergence to teacher {value:.4f}"
+      title += f"\nPKDOT divergence to the teacher: {value:.4f}"
+    for b in boundary:
+      ax.axhline(b, color="white", lw=0.8)
+      ax.axvline(b, color="white", lw=0.8)
     ax.set_title(title, fontsize=9)
-    ax.set_xticks([])
-    ax.set_yticks([])
-  fig.colorbar(image, ax=axes, shrink=0.8)
+    ax.set_xlabel("test sample (sorted by label: 0 | 1)")
+    ax.set_ylabel("test sample (sorted by label)")
+  fig.suptitle(f"fold {fold}, seed {SEEDS[0]}, first test batch ({len(labels)} clips); each panel's colour scale "
+               "spans the 1st-99th percentile of its off-diagonal values", fontsize=9)
   fig.savefig(path, dpi=120)
   plt.close(fig)
   return divergences
 
 
-def main(workdir: str = "runs/demo", quick: bool = False,
-         methods: tuple[str, ...] = methods_lib.DEMO_METHODS, context: Context | None = None) -> str:
-  """Runs the demo into `workdir` and returns the report's text; `context`: compiled programs and caches."""
-  t0 = time.time()
-  context = context or Context()
-  sweep = demo_sweep(quick, tuple(methods))
-  sweep_lib.run_sweep(sweep, workdir, context=context)
-  out_dir = os.path.join(workdir, "report")
+def _member0_embedding(stage: str, config, variables, batch, context: Context) -> np.ndarray:
+  """The first member's embeddings; reuses the eval program the runs compiled into `context`."""
+  from pkdot_jax.train import evaluation
+
+  vmapped = len(config.seeds) > 1
+  outputs = evaluation.eval_program(stage, config, vmapped, context.programs)(variables, None, batch)
+  return np.asarray(outputs["embedding"][0] if vmapped else outputs["embedding"])
+
+
+# ------------------------------------------------------------------------------------------------ report
+def read_demo_json(root: str) -> dict[str, Any]:
+  return report_lib._read_json(os.path.join(root, "demo.json"))
+
+
+def is_demo(root: str) -> bool:
+  return os.path.exists(os.path.join(root, "demo.json"))
+
+
+def build_report(root: str, context: Context | None = None) -> str:
+  """Tables, plots and report.md of a demo workdir under <root>/report/, from its files only."""
+  info = read_demo_json(root)
+  full = info["mode"] == "all"
+  methods = list(info["methods"])
+  out_dir = os.path.join(root, "report")
   os.makedirs(out_dir, exist_ok=True)
-  rows = report_lib.collect(workdir)
-  rows += teacher_rows(workdir)
-  metric = "test_accuracy"
-  table = report_lib.summarize(rows, ["method"], metric, baseline={"method": "video_only"})
-  order = ["teacher (video + physio)", *methods]
-  table.sort(key=lambda e: order.index(e["method"]) if e["method"] in order else len(order))
-  report_lib.write_csv(os.path.join(out_dir, "results.csv"), rows)
-  report_lib.bar_plot(os.path.join(out_dir, "methods.png"), table, "method", "accuracy")
-  report_lib.learning_curves(os.path.join(out_dir, "learning_curves.png"),
-                             {m: os.path.join(workdir, "runs", sweep_lib.run_name({"method": m, "data.fold": 0}))
-                              for m in methods}, "accuracy")
+  rows = [r for r in report_lib.collect(root) if "method" in r]
+  chosen = {}
+  if full:
+    rows, chosen = select_weights(rows)
+  rows = [r for r in rows if r["method"] in methods]
+  references = teacher_rows(root) + ceiling_rows(root, info["config"], info["folds"])
+  all_rows = references + rows
+  order = [TEACHER, CEILING, *methods]
+  table = comparison_table(all_rows, order)
+  timing, teachers = method_timing(root, full)
+  report_lib.write_csv(os.path.join(out_dir, "results.csv"), all_rows)
+  report_lib.methods_plot(os.path.join(out_dir, "methods.png"), table, chance=0.5,
+                          references=(TEACHER, CEILING), controls=(methods_lib.VIDEO_ONLY, methods_lib.CONTROL),
+                          interval=f"95% CI over the {len(info['folds'])} folds (t on per-fold means)")
+  curve_split = "val" if full else "test"
+  report_lib.learning_curves(
+      os.path.join(out_dir, "learning_curves.png"),
+      {m: sorted(glob.glob(os.path.join(root, "runs", sweep_lib.run_name(
+          {"method": _run_method(m, full), "data.fold": 0}).replace("data.fold=0", "data.fold=*"))))
+       for m in methods}, "accuracy", split=curve_split,
+      title=f"{curve_split} accuracy per epoch, mean over {len(info['folds'])} folds x {len(info['seeds'])} seeds"
+            + (" x weights" if full else ""))
   divergences = {}
   if "pkdot" in methods:
-    divergences = similarity_figure(workdir, os.path.join(out_dir, "similarity.png"), context)
-  wall = time.time() - t0
-  folds, seeds = sweep["grid"]["data.fold"], sweep["base"]["seeds"]
-  text = "\n".join([
-      "# pkdot-jax demo: distillation methods on the synthetic dataset", "",
-      f"Test accuracy (binary task) over {len(folds)} subject-disjoint folds x {len(seeds)} seeds "
-      f"(mean +- std over the {len(folds) * len(seeds)} runs); difference to the video-only student paired by "
-      f"fold and seed with a 95% Student-t interval. The teacher sees video + physio (privileged); every "
-      f"student sees video only at test time. Wall time {wall:.0f} s for everything (data, teachers, T-Nets, "
-      f"students, report); 'wall s' is the per-method training time.", "",
-      *report_lib.provenance_lines(report_lib.provenance(workdir)), "",
-      report_lib.format_table(table, ["method"], metric), "",
-      "Cosine-similarity structure on a fold-0 test batch: PKDOT divergence to the teacher "
-      + ", ".join(f"{k}: {v:.4f}" for k, v in divergences.items()) + " (similarity.png).", "",
+    divergences = similarity_figure(root, os.path.join(out_dir, "similarity.png"), context or Context())
+  distill = [e for e in table if "vs_control" in e and e["method"] != methods_lib.VIDEO_ONLY]
+  m = max(len(distill), 1)
+  power_lines = []
+  for e in distill:
+    c = e["vs_control"]
+    mde = stats_lib.detectable_effect(c["sd_folds"], c["folds"], alpha=0.05 / m, power=0.8)
+    power_lines.append(f"{e['method']}: {mde:.3f}")
+  wall = info.get("wall_seconds")
+  total_compile = sum(t["compile_s"] for t in timing.values())
+  folds, seeds = info["folds"], info["seeds"]
+  lines = [
+      f"# pkdot-jax demo{' (full comparison)' if full else ' (quick smoke run)' if info['mode'] == 'quick' else ''}:"
+      " distillation into a video-only student on the synthetic dataset", "",
+      f"Binary task, {len(folds)} subject-disjoint folds x {len(seeds)} seeds ({len(folds) * len(seeds)} "
+      f"fold x seed pairs per student row). 'diff vs task_only' is the primary comparison: the same T-Net + fusion "
+      f"student trained with the task loss only. Per fold, the mean over seeds of the paired differences (same "
+      f"fold and seed: same teacher member, same data order); a 95% Student-t interval and a two-sided t-test over "
+      f"the {len(folds)} per-fold means ({len(folds) - 1} df); Holm's correction over the {len(distill)} "
+      f"distillation methods. 'diff vs video_only' is computed the same way. The teacher sees video + physio; the "
+      f"students see video only at test time; the video ceiling is a ridge probe on hand-made video features "
+      f"fitted on the same training subjects of the same folds.",
+      "",
+      ("Selection: each stage trains a fixed number of epochs and keeps the last (no validation split); the test "
+       "split is scored after every epoch only for the learning curves." if not full else
+       "Selection: 20% of each fold's training subjects are held out for validation; every member keeps its best "
+       "validation epoch, and per method the distillation weight with the best mean validation accuracy over all "
+       "folds x seeds is reported (chosen weights below)."),
+      "",
+      report_lib.format_provenance(root),
+      "",
+      format_table(table, timing), "",
+      f"Smallest difference to the control detectable with 80% power at the Holm first-step level "
+      f"0.05/{m} (from each method's sd of per-fold differences): " + ", ".join(power_lines) + ".", "",
+      (f"Wall time {wall:.0f} s{' (the last, resumed invocation)' if info.get('resumed') else ''} for data, "
+       "ceiling, teachers, T-Nets and students (building this report adds seconds)" if wall else
+       "Wall time: not recorded") +
+      f"; teachers + T-Nets {teachers['wall_s']:.0f} s ({teachers['compile_s']:.0f} s compile); "
+      f"compile total {total_compile:.0f} s. 'wall s' is the summed wall time of a row's student runs over all "
+      "folds (seeds run one after another on a CPU); 'compile s' is the part of it that jax spent tracing, lowering "
+      "and compiling (jax.monitoring compile events; loading from a warm persistent cache counts instead). The "
+      "shared T-Net + fusion student program compiles in the first row that uses it.", "",
+  ]
+  if chosen:
+    lines += ["Chosen distillation weights (mean validation accuracy per weight):", ""]
+    for name, c in chosen.items():
+      weights = ", ".join(f"{w:g}: {v:.3f}" for w, v in c["weights"].items())
+      lines.append(f"- {name}: **{c['chosen']:g}** ({weights})")
+    lines.append("")
+  lines += [
+      "Cosine-similarity structure on a fold-0 test batch (similarity.png), PKDOT divergence to the teacher: "
+      + "; ".join(f"{k} {v:.4f}" for k, v in divergences.items()) + ".", "",
       "This is data we designed so that the privileged signal carries the label more strongly than the video; "
-      "the numbers demonstrate the pipeline, they are not a reproduction of the paper's Biovid results."])
+      "the numbers demonstrate the pipeline, they are not a reproduction of the paper's Biovid results."]
+  text = "\n".join(lines)
   with open(os.path.join(out_dir, "report.md"), "w") as f:
     f.write(text + "\n")
   with open(os.path.join(out_dir, "summary.json"), "w") as f:
-    json.dump({"wall_seconds": wall, "table": table, "divergences": divergences}, f, indent=2)
+    json.dump({"wall_seconds": wall, "table": table, "timing": timing, "chosen_weights": chosen,
+               "divergences": divergences}, f, indent=2, default=float)
+  return text
+
+
+def main(workdir: str = "runs/demo", quick: bool = False,
+         methods: tuple[str, ...] | None = None, full: bool = False, context: Context | None = None) -> str:
+  """Runs the demo into `workdir` and returns the report's text; `context`: compiled programs and caches
+  (one for the whole demo when None)."""
+  t0 = time.time()
+  context = context or Context()
+  if methods is None:
+    methods = methods_lib.ALL_METHODS if full else methods_lib.DEMO_METHODS
+  sweep = demo_sweep(quick, tuple(methods), full)
+  os.makedirs(workdir, exist_ok=True)
+  info = {"mode": "quick" if quick else "all" if full else "default", "config": sweep["config"],
+          "methods": list(methods), "folds": sweep["grid"]["data.fold"], "seeds": list(SEEDS)}
+  previous = read_demo_json(workdir) if is_demo(workdir) else {}
+  with open(os.path.join(workdir, "demo.json"), "w") as f:
+    json.dump({**info, "wall_seconds": previous.get("wall_seconds")}, f, indent=2)
+  ceiling_rows(workdir, sweep["config"], info["folds"])
+  sweep_lib.run_sweep(teacher_sweep(sweep), workdir, after_run=RunTimer(workdir, "teachers"), context=context)
+  sweep_lib.run_sweep(sweep, workdir, after_run=RunTimer(workdir, "students"), context=context)
+  wall = time.time() - t0
+  with open(os.path.join(workdir, "demo.json"), "w") as f:  # a resumed demo records the last invocation's time
+    json.dump({**info, "wall_seconds": wall, "resumed": bool(previous)}, f, indent=2)
+  text = build_report(workdir, context)
   print(text)
   return text

@@ -54,9 +54,10 @@ def collect(root: str) -> list[dict[str, Any]]:
       row = {"run": os.path.basename(run_dir), **overrides, "fold": config["data"]["fold"],
              "seed": member["seed"], "weight": member["weight"], "best_epoch": member["best_epoch"],
              "seconds": result["seconds"] / max(len(result["members"]), 1)}
-      for key, value in (member.get("test") or {}).items():
-        if isinstance(value, (int, float)):
-          row[f"test_{key}"] = value
+      for split in ("val", "test"):
+        for key, value in (member.get(split) or {}).items():
+          if isinstance(value, (int, float)):
+            row[f"{split}_{key}"] = value
       rows.append(row)
   return rows
 
@@ -129,6 +130,10 @@ def provenance_lines(prov: dict[str, Any]) -> list[str]:
           f"- versions: {prov.get('versions')}, git {prov.get('git')}"]
 
 
+def format_provenance(root: str) -> str:
+  return "\n".join(provenance_lines(provenance(root)))
+
+
 def write_csv(path: str, rows: list[dict[str, Any]]) -> None:
   keys = sorted({k for r in rows for k in r})
   with open(path, "w", newline="") as f:
@@ -155,28 +160,166 @@ def bar_plot(path: str, table: list[dict[str, Any]], label_key: str, metric: str
   plt.close(fig)
 
 
-def learning_curves(path: str, run_dirs: dict[str, str], metric: str) -> None:
-  """Validation metric per epoch of the student stage, one line per run (mean over members)."""
+def learning_curves(path: str, run_dirs: dict[str, Any], metric: str, split: str = "val",
+                    title: str | None = None) -> None:
+  """`split` metric per epoch of the student stage, one line per label: the mean over its members and over the
+  run directories given for it (a path or a list of paths). Integer epoch ticks; colour and marker per label."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  from matplotlib.ticker import MaxNLocator
 
-  fig, ax = plt.subplots(figsize=(6, 3.5))
-  for label, run_dir in run_dirs.items():
-    records = [r for r in loop.read_metrics(run_dir) if r["stage"] == "student" and "val" in r]
-    if records:
-      ax.plot([r["epoch"] for r in records], [np.mean([m[metric] for m in r["val"]]) for r in records],
-              label=label)
+  markers = "osD^vP*Xh<>p"
+  colours = plt.get_cmap("tab10" if len(run_dirs) <= 10 else "tab20")
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for i, (label, dirs) in enumerate(run_dirs.items()):
+    per_epoch: dict[int, list[float]] = {}
+    for run_dir in [dirs] if isinstance(dirs, str) else dirs:
+      for r in loop.read_metrics(run_dir):
+        if r["stage"] == "student" and split in r:
+          per_epoch.setdefault(r["epoch"], []).extend(m[metric] for m in r[split])
+    if per_epoch:
+      epochs = sorted(per_epoch)
+      ax.plot(epochs, [np.mean(per_epoch[e]) for e in epochs], label=label, color=colours(i % colours.N),
+              marker=markers[i % len(markers)], markersize=5, lw=1.3)
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
   ax.set_xlabel("epoch")
-  ax.set_ylabel(f"validation {metric}")
+  ax.set_ylabel(f"{split} {metric}")
+  if title:
+    ax.set_title(title, fontsize=9)
+  ax.grid(alpha=0.3)
   ax.legend(fontsize=7, ncol=2)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
 
 
+def methods_plot(path: str, table: list[dict[str, Any]], chance: float, references: tuple[str, ...] = (),
+                 controls: tuple[str, ...] = (), interval: str = "95% CI") -> None:
+  """Bars of the mean metric per row with its interval (entries with "mean", "ci_low", "ci_high"); reference
+  rows (teacher, ceiling) hatched and set apart on the left, controls grey, a dashed chance line; the y axis
+  starts at chance (at 0 when an interval reaches below it)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  refs = [e for e in table if e["method"] in references]
+  rest = [e for e in table if e["method"] not in references]
+  xs = list(range(len(refs))) + [len(refs) + 0.6 + i for i in range(len(rest))]
+  entries = refs + rest
+  fig, ax = plt.subplots(figsize=(max(6, 0.75 * len(entries) + 2.5), 4.2))
+  for x, e in zip(xs, entries):
+    if e["method"] in references:
+      style = dict(color="white", edgecolor="dimgray", hatch="//")
+    elif e["method"] in controls:
+      style = dict(color="silver", edgecolor="dimgray")
+    else:
+      style = dict(color="tab:blue", edgecolor="navy")
+    low = e["mean"] - e["ci_low"] if np.isfinite(e["ci_low"]) else 0.0
+    high = e["ci_high"] - e["mean"] if np.isfinite(e["ci_high"]) else 0.0
+    ax.bar(x, e["mean"], yerr=[[low], [high]], capsize=3, linewidth=1, **style)
+  ax.axhline(chance, color="crimson", ls="--", lw=1, label=f"chance ({chance:g})")
+  if refs and rest:
+    ax.axvline(len(refs) - 0.2, color="gray", lw=0.6, ls=":")
+  ax.set_xticks(xs, [e["method"] for e in entries], rotation=35, ha="right", fontsize=8)
+  ax.set_ylabel("test accuracy")
+  lows = [e["ci_low"] for e in entries if np.isfinite(e["ci_low"])] or [chance]
+  ax.set_ylim(chance if min(lows) >= chance else 0.0, 1.0)
+  ax.set_title(f"error bars: {interval}; hatched: references (teacher sees physio; ridge probe on video); "
+               "grey: controls", fontsize=8)
+  ax.legend(fontsize=8, loc="upper right")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+CONTROL = "task_only"  # methods.CONTROL (not imported: methods does not depend on the report)
+
+
+def _training_subjects(run_dir: str) -> int:
+  """Training subjects of a run's fold, from its config (the folds the loader builds)."""
+  from pkdot_jax.data import folds as folds_lib
+
+  config = _read_json(os.path.join(run_dir, "config.json"))
+  d = config["data"]
+  overrides = d.get("overrides") or {}
+  subjects = np.repeat(np.arange(int(overrides.get("num_subjects", 20))), int(overrides.get("samples_per_subject", 30)))
+  train = folds_lib.subject_folds(subjects, int(d["num_folds"]), float(d["val_fraction"]), int(d["fold_seed"]))
+  return int(np.unique(subjects[train[int(d["fold"])][0]]).size)
+
+
+def controlled_table(rows: list[dict[str, Any]], other_keys: list[str], metric: str) -> str:
+  """Per setting of `other_keys`, every method against the task_only control: fold-aware mean difference
+  (per fold the mean over seeds, t over folds) with its 95% interval, p and Holm-adjusted p over the methods."""
+  from pkdot_jax.study import stats as stats_lib
+
+  header = [*other_keys, "method", f"{metric} mean", "diff vs task_only [95% CI] (t over folds)", "p", "Holm p",
+            "pairs"]
+  lines = ["Against the same-architecture control:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  settings = sorted({tuple(r.get(k) for k in other_keys) for r in rows}, key=str)
+  for setting in settings:
+    subset = [r for r in rows if tuple(r.get(k) for k in other_keys) == setting]
+    methods = sorted({r["method"] for r in subset} - {CONTROL})
+    result = stats_lib.compare(subset, "method", CONTROL, metric, methods)
+    for name in [CONTROL, *methods]:
+      values = [r[metric] for r in subset if r["method"] == name and metric in r]
+      c = result.get(name)
+      diff = (f"{c['diff']:+.3f} [{c['diff_low']:+.3f}, {c['diff_high']:+.3f}]" if c else "control")
+      lines.append("| " + " | ".join([*(str(v) for v in setting), name, f"{np.mean(values):.3f}", diff,
+                                       f"{c['p']:.3f}" if c else "", f"{c['p_holm']:.3f}" if c else "",
+                                       str(c["pairs"]) if c else str(len(values))]) + " |")
+  return "\n".join(lines)
+
+
+def training_size_plot(path: str, root: str, rows: list[dict[str, Any]], metric: str) -> None:
+  """Mean test metric against training subjects, one line per method with a 95% band over folds (t on the
+  per-fold means)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  from pkdot_jax.study import stats as stats_lib
+
+  sizes: dict[str, int] = {}
+  for r in rows:
+    if r["run"] not in sizes:
+      sizes[r["run"]] = _training_subjects(os.path.join(root, "runs", r["run"]))
+  fig, ax = plt.subplots(figsize=(6.5, 4))
+  markers = "osD^vP"
+  for i, method in enumerate(sorted({r["method"] for r in rows})):
+    xs, means, lows, highs = [], [], [], []
+    for n in sorted({sizes[r["run"]] for r in rows if r["method"] == method}):
+      per_fold: dict[Any, list[float]] = {}
+      for r in rows:
+        if r["method"] == method and sizes[r["run"]] == n and metric in r:
+          per_fold.setdefault(r["fold"], []).append(r[metric])
+      ci = stats_lib.fold_t_interval([np.mean(v) for v in per_fold.values()])
+      xs.append(n)
+      means.append(ci["diff"])
+      lows.append(ci["diff_low"])
+      highs.append(ci["diff_high"])
+    line, = ax.plot(xs, means, marker=markers[i % len(markers)], label=method)
+    ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.15)
+  ax.axhline(0.5, color="crimson", ls="--", lw=1, label="chance")
+  ax.set_xticks(sorted(set(sizes.values())))
+  ax.set_xlabel("training subjects (teacher, T-Net and student)")
+  ax.set_ylabel(f"test {metric.removeprefix('test_')}")
+  ax.set_title("bands: 95% CI over folds (t on per-fold means); same test subjects at every size", fontsize=8)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
 def main(root: str, group_keys: list[str] | None = None) -> str:
-  """Rebuilds summary.md / summary.csv / plots under root and prints the table."""
+  """Rebuilds summary.md / summary.csv / plots under root and prints the table; a demo workdir (demo.json)
+  gets exactly the demo's report, rebuilt under root/report/."""
+  from pkdot_jax.study import demo
+  if demo.is_demo(root) and group_keys is None:
+    text = demo.build_report(root)
+    print(text)
+    return text
   rows = collect(root)
   if not rows:
     raise FileNotFoundError(f"no finished runs (student/result.json) under {root}")
@@ -186,8 +329,14 @@ def main(root: str, group_keys: list[str] | None = None) -> str:
   if group_keys is None:
     group_keys = sorted({k for r in rows for k in _overrides_of(r["run"]) if k != "data.fold"}) or ["run"]
   table = summarize(rows, group_keys, metric)
-  text = "\n".join(["# Sweep summary", "", *provenance_lines(provenance(root)), "",
-                    format_table(table, group_keys, metric)])
+  parts = ["# Sweep summary", "", *provenance_lines(provenance(root)), "", format_table(table, group_keys, metric)]
+  if "method" in group_keys and any(r.get("method") == CONTROL for r in rows):
+    others = [k for k in group_keys if k != "method"]
+    parts += ["", controlled_table(rows, others, metric)]
+    if "data.val_fraction" in others:
+      training_size_plot(os.path.join(root, "training_size.png"), root, rows, metric)
+      parts += ["", "training_size.png: test accuracy against training subjects."]
+  text = "\n".join(parts)
   write_csv(os.path.join(root, "summary.csv"), rows)
   with open(os.path.join(root, "summary.md"), "w") as f:
     f.write(text + "\n")

@@ -156,14 +156,22 @@ def run_sweep(sweep: dict[str, Any], root: str, shard: str = "0/1",
     json.dump({"config": sweep["config"], "base": sweep.get("base", {}), "grid": sweep.get("grid", {}),
                "command": " ".join(sys.argv)}, f, indent=2, default=str)
   done = []
-  for name, _ in runs:
+  from tqdm import tqdm
+
+  # One bar over the runs with its ETA (the mean time of the runs so far; runs already finished skip fast, so
+  # a resumed sweep's first estimates are optimistic). Per-run lines go through the bar's writer.
+  progress = tqdm(runs, desc=sweep.get("desc", "runs"), unit="run", dynamic_ncols=True, file=sys.stdout,
+                  disable=not sweep.get("progress", True))
+  for name, _ in progress:
     config = configs[name]
     t0 = time.time()
+    progress.set_postfix_str(name[:60])
     ran = run_one(config, os.path.join(root, "runs", name), os.path.join(root, "teachers"), context)
     done.append(name)
-    print(f"[sweep] {name}: {'done' if ran else 'already finished'} ({time.time() - t0:.1f} s)", flush=True)
+    progress.write(f"[sweep] {name}: {'done' if ran else 'already finished'} ({time.time() - t0:.1f} s)")
     if after_run is not None:
       after_run(name)
+  progress.close()
   return done
 
 

@@ -110,15 +110,15 @@ def test_sweep_interrupted_and_resumed(tmp_path):
   assert os.path.exists(os.path.join(root, "summary.csv")) and os.path.exists(os.path.join(root, "summary.png"))
 
 
-def test_demo_quick_end_to_end(tmp_path, monkeypatch):
-  """`pkdot demo --quick` as the README runs it (every method, 2 folds x 2 seeds), into a temporary data dir:
-  teachers, T-Nets, students, the paired comparison and the plots; the embedding- and logit-based methods
-  share one compiled student program."""
+def test_demo_quick_end_to_end_and_the_report_rebuild(tmp_path, monkeypatch):
+  """`pkdot demo --quick` as the README runs it (the default rows, 2 folds x 2 seeds), into a temporary data
+  dir: ceiling, teachers, T-Nets, students, the fold-aware comparison with the control and the plots; the
+  T-Net + fusion students share one compiled program. Then `pkdot report WORKDIR` rebuilds the same report."""
   monkeypatch.setattr(demo, "CONFIG", "synthetic")
   original = demo.demo_sweep
 
-  def local_sweep(quick, methods):
-    spec = original(quick, methods)
+  def local_sweep(quick, methods, full=False):
+    spec = original(quick, methods, full)
     spec["base"]["data.data_dir"] = str(tmp_path / "tfds")
     spec["base"]["num_devices"] = 1
     return spec
@@ -128,14 +128,28 @@ def test_demo_quick_end_to_end(tmp_path, monkeypatch):
   workdir = str(tmp_path / "demo")
   text = demo.main(workdir, quick=True, context=context)
   out = os.path.join(workdir, "report")
-  for name in ("report.md", "results.csv", "methods.png", "learning_curves.png", "similarity.png"):
+  for name in ("report.md", "results.csv", "methods.png", "learning_curves.png", "similarity.png",
+               "summary.json"):
     assert os.path.exists(os.path.join(out, name)), name
   summary = json.load(open(os.path.join(out, "summary.json")))
-  methods = {row["method"]: row for row in summary["table"]}
-  assert set(methods) == {"teacher (video + physio)", *demo.methods_lib.DEMO_METHODS}
+  rows = [row["method"] for row in summary["table"]]
+  assert rows == [demo.TEACHER, demo.CEILING, *demo.methods_lib.DEMO_METHODS]  # the report's order
+  by_name = {row["method"]: row for row in summary["table"]}
   for name in demo.methods_lib.DEMO_METHODS:
-    assert methods[name]["n"] == 4, name  # 2 folds x 2 seeds
+    assert by_name[name]["n"] == 4 and by_name[name]["folds"] == 2, name  # 2 folds x 2 seeds
     assert f"| {name} |" in text
-  assert methods["video_only"]["diff"] == 0.0 and "diff" in methods["pkdot"]
+  for name in ("pkdot", "mt_pkdot", "generalized_distillation", "hinton_kd", "sp"):
+    assert by_name[name]["vs_control"]["pairs"] == 4 and "p_holm" in by_name[name]["vs_control"]
+    assert "vs_video_only" in by_name[name]
+  assert "vs_control" in by_name["video_only"] and "vs_control" not in by_name["task_only"]
+  assert by_name[demo.CEILING]["n"] == 2  # one probe per fold
+  timing = summary["timing"]
+  assert timing["task_only"]["compile_s"] > 0 and timing["pkdot"]["wall_s"] > 0
   student_steps = [k for k in context.programs.keys() if k.startswith('train_step:["student"')]
-  assert len(student_steps) == 2  # the video-only student's, and one for the 10 other methods
+  assert len(student_steps) == 2  # the video-only student's, and one for the T-Net + fusion students
+
+  # The rebuild reproduces the report from the files alone.
+  first = open(os.path.join(out, "report.md")).read()
+  os.remove(os.path.join(out, "report.md"))
+  rebuilt = report.main(workdir)
+  assert rebuilt == first.rstrip("\n") and open(os.path.join(out, "report.md")).read() == first

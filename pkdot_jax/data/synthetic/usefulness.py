@@ -71,6 +71,19 @@ def evaluate(spec: generator.SyntheticSpec, seed: int = 0, num_folds: int = 5) -
   return out
 
 
+def video_probe_by_fold(spec: generator.SyntheticSpec, seed: int, num_folds: int, val_fraction: float,
+                        fold_seed: int, folds: list[int] | None = None, l2: float = 100.0) -> dict[int, float]:
+  """The video ceiling of a training run: test accuracy of the ridge probe on the video features, fitted on
+  the same training subjects (validation subjects left out, as the students) of the same subject-disjoint
+  folds as `config.data.protocol="subject"` (folds.subject_folds with the run's num_folds, val_fraction and
+  fold_seed on the record-order subject ids). Returns {fold: accuracy}."""
+  data = generator.generate_arrays(spec, seed)
+  features = video_features(data["video"])
+  splits = folds_lib.subject_folds(data["subject"], num_folds, val_fraction, fold_seed)
+  return {k: _ridge_accuracy(features, data["label"], spec.num_classes, splits[k][0], splits[k][2], l2)
+          for k in (range(num_folds) if folds is None else folds)}
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--config", default="binary", choices=["binary", "five_class"])
