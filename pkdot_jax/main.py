@@ -302,7 +302,12 @@ def main(argv: list[str], invocation: _Invocation | None = None) -> None:
   if command == "report" and (positional[1] if len(positional) > 1 else FLAGS.workdir) is None:
     raise UserError("report needs a workdir: pkdot report WORKDIR")
 
-  if FLAGS.compilation_cache:
+  num_processes = FLAGS.num_processes or int(os.environ.get("PKDOT_NUM_PROCESSES", "1"))
+  if FLAGS.compilation_cache and num_processes > 1:
+    # A requeued two-process CPU job that loaded the first run's programs from the persistent cache stalled
+    # after connecting in our tests (and ran normally without it); multi-process jobs compile afresh.
+    print("pkdot: multi-process job: the persistent compilation cache is off", file=sys.stderr)
+  elif FLAGS.compilation_cache:
     import jax
     jax.config.update("jax_compilation_cache_dir", os.path.expanduser(FLAGS.compilation_cache))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

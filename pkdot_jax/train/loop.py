@@ -429,10 +429,13 @@ def run_stage(stage: str, config, workdir: str, *, teacher_dir: str | None = Non
 
 def _teacher_cache(run: _Run):
   """Teacher outputs computed once per example (student stage, `config.cache_teacher`, deterministic inputs)."""
-  config = run.config
-  if run.stage.name != "student" or config.distill.method == "none" or not config.get("cache_teacher", False):
+  config, losses = run.config, _student_losses(run)[0]
+  # A program that holds a distillation loss reads the teacher even in a run whose own loss is "none" (the
+  # task-only control sharing it): the cache spares that run the teacher forward too.
+  if run.stage.name != "student" or all(b["method"] == "none" for b in losses) \
+      or not config.get("cache_teacher", False):
     return None
-  need_heads = any(b["mt_pkdot"] for b in _student_losses(run)[0])
+  need_heads = any(b["mt_pkdot"] for b in losses)
   return evaluation.teacher_cache(run.context.saved.load(run.saved("teacher")), run.data, config, run.mesh,
                                   run.members.vmapped, need_heads, run.context.programs)
 
