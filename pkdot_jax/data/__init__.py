@@ -26,13 +26,24 @@ def prepare(name: str, data_dir: str, *, config_name: str, manual_dir: str = "",
     return synthetic.prepare(data_dir, config_name, seed, **overrides)
   if name not in ("biovid", "affwild2"):
     raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
-  if name == "biovid":
-    from pkdot_jax.data import biovid as module
-    instructions = module.Biovid.MANUAL_DOWNLOAD_INSTRUCTIONS
-  else:
-    from pkdot_jax.data import affwild2 as module
-    instructions = module.Affwild2.MANUAL_DOWNLOAD_INSTRUCTIONS
   if not manual_dir:
-    raise ValueError(f"dataset {name!r} is a manual download: set --config.data.manual_dir=/path/to/it "
-                     f"(the folder the files were extracted into).{instructions}")
+    raise ValueError(missing_manual_dir(name))
+  module = _manual_module(name)
   return module.prepare(data_dir, os.path.expanduser(manual_dir), config_name, **overrides)
+
+
+def _manual_module(name: str):
+  if name == "biovid":
+    from pkdot_jax.data import biovid
+    return biovid
+  from pkdot_jax.data import affwild2
+  return affwild2
+
+
+def missing_manual_dir(name: str) -> str:
+  """The message for a manual-download dataset without `manual_dir`: the field to set and where the files
+  come from (the builder's download instructions)."""
+  module = _manual_module(name)
+  builder = module.Biovid if name == "biovid" else module.Affwild2
+  return (f"dataset {name!r} is a manual download: set --config.data.manual_dir=/path/to/it (the folder the "
+          f"files were extracted into).{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")

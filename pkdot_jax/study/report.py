@@ -105,7 +105,15 @@ def provenance(root: str) -> dict[str, Any]:
   sweep = _read_json(os.path.join(root, "sweep.json")) if os.path.exists(os.path.join(root, "sweep.json")) else {}
   return {"hardware": info.get("hardware"), "versions": info.get("versions"), "git": info.get("git_revision"),
           "command": sweep.get("command") or info.get("command"), "config": sweep.get("config"),
-          "base": sweep.get("base"), "seeds": (info.get("config") or {}).get("seeds")}
+          "base": sweep.get("base"), "seeds": (info.get("config") or {}).get("seeds"),
+          "failed": failed_runs(root)}
+
+
+def failed_runs(root: str) -> dict[str, str]:
+  """{run name: error} of the runs a sweep recorded as failed (`<run>/failed.json`): left out of the tables,
+  and named in every report so that nothing is dropped silently."""
+  return {os.path.basename(os.path.dirname(path)): _read_json(path)["error"]
+          for path in sorted(glob.glob(os.path.join(root, "runs", "*", "failed.json")))}
 
 
 def format_table(table: list[dict[str, Any]], group_keys: list[str], metric: str) -> str:
@@ -127,7 +135,9 @@ def provenance_lines(prov: dict[str, Any]) -> list[str]:
           f"- config: {prov.get('config')} with {prov.get('base')}",
           f"- seeds: {prov.get('seeds')}",
           f"- command: `{prov.get('command')}`",
-          f"- versions: {prov.get('versions')}, git {prov.get('git')}"]
+          f"- versions: {prov.get('versions')}, git {prov.get('git')}"] + [
+              f"- FAILED, left out of the tables: {name}: {error.splitlines()[0]}"
+              for name, error in (prov.get("failed") or {}).items()]
 
 
 def format_provenance(root: str) -> str:

@@ -142,8 +142,9 @@ def run_one(config: ml_collections.ConfigDict, run_dir: str, teachers_root: str,
 
 def run_sweep(sweep: dict[str, Any], root: str, shard: str = "0/1",
               after_run: Callable[[str], None] | None = None, context: Context | None = None) -> list[str]:
-  """Runs this shard's runs in one `Context` (compiled programs shared); returns their names. `after_run(name)`
-  is called after each (tests use it)."""
+  """Runs this shard's runs in one `Context` (compiled programs shared); returns the names of those that
+  finished. A run whose loss turns non-finite is recorded in `<run>/failed.json` and the sweep goes on (the
+  reports name it; a re-run tries it again). `after_run(name)` is called after each finished run (tests)."""
   context = context or Context()
   base = load_config(sweep["config"])
   all_runs = expand(sweep)
@@ -166,7 +167,17 @@ def run_sweep(sweep: dict[str, Any], root: str, shard: str = "0/1",
     config = configs[name]
     t0 = time.time()
     progress.set_postfix_str(name[:60])
-    ran = run_one(config, os.path.join(root, "runs", name), os.path.join(root, "teachers"), context)
+    run_dir = os.path.join(root, "runs", name)
+    try:
+      ran = run_one(config, run_dir, os.path.join(root, "teachers"), context)
+    except loop.NonFiniteLossError as e:  # one diverged run does not stop the sweep; the reports name it
+      os.makedirs(run_dir, exist_ok=True)
+      with open(os.path.join(run_dir, "failed.json"), "w") as f:
+        json.dump({"error": str(e)}, f, indent=2)
+      progress.write(f"[sweep] {name}: FAILED ({e})")
+      continue
+    if os.path.exists(os.path.join(run_dir, "failed.json")):
+      os.remove(os.path.join(run_dir, "failed.json"))  # finished now (e.g. resumed after a fix)
     done.append(name)
     progress.write(f"[sweep] {name}: {'done' if ran else 'already finished'} ({time.time() - t0:.1f} s)")
     if after_run is not None:

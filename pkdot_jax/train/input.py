@@ -161,8 +161,7 @@ def check_data_config(config) -> None:
   if dcfg.name not in data_lib.DATASETS:
     raise ValueError(f"config.data.name={dcfg.name!r} is not a dataset; datasets are {', '.join(data_lib.DATASETS)}")
   if dcfg.name != "pkdot_synthetic" and not dcfg.get("manual_dir", ""):
-    raise ValueError(f"dataset {dcfg.name!r} is a manual download: set --config.data.manual_dir=/path/to/it (the "
-                     f"folder the files were extracted into)")
+    raise ValueError(data_lib.missing_manual_dir(dcfg.name))
   if dcfg.protocol not in PROTOCOLS:
     raise ValueError(f"config.data.protocol must be one of {', '.join(PROTOCOLS)}, got {dcfg.protocol!r}")
   if dcfg.protocol != "official" and not 0 <= dcfg.fold < dcfg.num_folds:

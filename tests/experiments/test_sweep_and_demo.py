@@ -153,3 +153,18 @@ def test_demo_quick_end_to_end_and_the_report_rebuild(tmp_path, monkeypatch):
   os.remove(os.path.join(out, "report.md"))
   rebuilt = report.main(workdir)
   assert rebuilt == first.rstrip("\n") and open(os.path.join(out, "report.md")).read() == first
+
+
+def test_a_diverging_run_is_recorded_and_the_sweep_goes_on(tmp_path):
+  """A run whose loss turns non-finite does not stop the sweep: it is written to <run>/failed.json, the other
+  runs finish, and the report names it."""
+  spec = {"config": SMOKE, "base": {"data.data_dir": str(tmp_path / "tfds"), "num_devices": 1,
+                                    "pipeline": ("teacher",), "log_every": 1},
+          "grid": {"optimizer.learning_rate": [1e30, 1e-3]}}
+  root = str(tmp_path / "sweep")
+  done = sweep.run_sweep(spec, root, context=Context())
+  assert done == ["optimizer.learning_rate=0.001"]
+  failed = report.failed_runs(root)
+  assert list(failed) == ["optimizer.learning_rate=1e+30"] and "non-finite loss" in failed["optimizer.learning_rate=1e+30"]
+  assert any(line.startswith("- FAILED, left out of the tables: optimizer.learning_rate=1e+30")
+             for line in report.provenance_lines(report.provenance(root)))
