@@ -336,24 +336,9 @@ def is_demo(root: str) -> bool:
   return os.path.exists(os.path.join(root, "demo.json"))
 
 
-def build_report(root: str, context: Context | None = None) -> str:
-  """Tables, plots and report.md of a demo workdir under <root>/report/, from its files only."""
-  info = read_demo_json(root)
-  full = info["mode"] == "all"
-  methods = list(info["methods"])
-  out_dir = os.path.join(root, "report")
-  os.makedirs(out_dir, exist_ok=True)
-  rows = [r for r in report_lib.collect(root) if "method" in r]
-  chosen = {}
-  if full:
-    rows, chosen = select_weights(rows)
-  rows = [r for r in rows if r["method"] in methods]
-  references = teacher_rows(root) + ceiling_rows(root, info["config"], info["folds"])
-  all_rows = references + rows
-  order = [TEACHER, CEILING, *methods]
-  table = comparison_table(all_rows, order)
-  timing, teachers = method_timing(root, full)
-  report_lib.write_csv(os.path.join(out_dir, "results.csv"), all_rows)
+def _report_figures(root: str, out_dir: str, info: dict[str, Any], table: list[dict], context) -> dict:
+  """methods.png, learning_curves.png and similarity.png of a demo report; returns the PKDOT divergences."""
+  full, methods = info["mode"] == "all", list(info["methods"])
   report_lib.methods_plot(os.path.join(out_dir, "methods.png"), table, chance=0.5,
                           references=(TEACHER, CEILING), controls=(methods_lib.VIDEO_ONLY, methods_lib.CONTROL),
                           interval=f"95% CI over the {len(info['folds'])} folds (t on per-fold means)")
@@ -368,6 +353,13 @@ def build_report(root: str, context: Context | None = None) -> str:
   divergences = {}
   if "pkdot" in methods:
     divergences = similarity_figure(root, os.path.join(out_dir, "similarity.png"), context or Context())
+  return divergences
+
+
+def _report_text(root: str, info: dict[str, Any], table: list[dict], timing: dict, teachers: dict, chosen: dict,
+                 divergences: dict) -> str:
+  """report.md of a demo: design, provenance, the table, power, wall times, chosen weights."""
+  full = info["mode"] == "all"
   distill = [e for e in table if "vs_control" in e and e["method"] != methods_lib.VIDEO_ONLY]
   m = max(len(distill), 1)
   power_lines = []
@@ -421,11 +413,33 @@ def build_report(root: str, context: Context | None = None) -> str:
       + "; ".join(f"{k} {v:.4f}" for k, v in divergences.items()) + ".", "",
       "This is data we designed so that the privileged signal carries the label more strongly than the video; "
       "the numbers demonstrate the pipeline, they are not a reproduction of the paper's Biovid results."]
-  text = "\n".join(lines)
+  return "\n".join(lines)
+
+
+def build_report(root: str, context: Context | None = None) -> str:
+  """Tables, plots and report.md of a demo workdir under <root>/report/, from its files only."""
+  info = read_demo_json(root)
+  full = info["mode"] == "all"
+  methods = list(info["methods"])
+  out_dir = os.path.join(root, "report")
+  os.makedirs(out_dir, exist_ok=True)
+  rows = [r for r in report_lib.collect(root) if "method" in r]
+  chosen = {}
+  if full:
+    rows, chosen = select_weights(rows)
+  rows = [r for r in rows if r["method"] in methods]
+  references = teacher_rows(root) + ceiling_rows(root, info["config"], info["folds"])
+  all_rows = references + rows
+  order = [TEACHER, CEILING, *methods]
+  table = comparison_table(all_rows, order)
+  timing, teachers = method_timing(root, full)
+  report_lib.write_csv(os.path.join(out_dir, "results.csv"), all_rows)
+  divergences = _report_figures(root, out_dir, info, table, context)
+  text = _report_text(root, info, table, timing, teachers, chosen, divergences)
   with open(os.path.join(out_dir, "report.md"), "w") as f:
     f.write(text + "\n")
   with open(os.path.join(out_dir, "summary.json"), "w") as f:
-    json.dump({"wall_seconds": wall, "table": table, "timing": timing, "chosen_weights": chosen,
+    json.dump({"wall_seconds": info.get("wall_seconds"), "table": table, "timing": timing, "chosen_weights": chosen,
                "divergences": divergences}, f, indent=2, default=float)
   return text
 

@@ -1,6 +1,5 @@
 """The demo's light video backbones: shapes, and the student / teacher assemblies built with them."""
 
-import jax
 import numpy as np
 import pytest
 
