@@ -86,10 +86,10 @@ _COMMAND_HELP = {
                                "Required."), "stages") + _COMMON),
     "demo": (
         "the main job on the embedded synthetic dataset: teacher, T-Net and every distillation method",
-        ["pkdot demo [--quick] [--methods=video_only,pkdot,...] [--workdir=runs/demo]"],
+        ["pkdot demo [--quick | --all] [--methods=video_only,pkdot,...] [--workdir=runs/demo]"],
         "Trains over subject-disjoint folds and seeds, prints the comparison table and writes a report folder "
         "under the workdir. Resumable: re-running the same command skips the finished runs.",
-        ("quick", "methods", ("workdir", "Root of the demo's runs and report (default: runs/demo).")) + _COMMON),
+        ("quick", "all", "methods", ("workdir", "Root of the demo's runs and report (default: runs/demo).")) + _COMMON),
     "sweep": (
         "an ablation grid, one workdir per run, resumable and shardable",
         ["pkdot sweep --sweep=experiments/sweeps/NAME.py --workdir=runs/NAME [--shard=i/n]"],
@@ -104,8 +104,8 @@ _COMMAND_HELP = {
         (("workdir", "The sweep or demo root (same as the positional WORKDIR)."), "debug")),
 }
 # Flags that belong to one command only: passing them to another is an error, not silently ignored.
-_COMMAND_ONLY = {"config": "train", "stages": "train", "quick": "demo", "methods": "demo", "sweep": "sweep",
-                 "shard": "sweep"}
+_COMMAND_ONLY = {"config": "train", "stages": "train", "quick": "demo", "all": "demo", "methods": "demo",
+                 "sweep": "sweep", "shard": "sweep"}
 
 
 def _flag_names(command: str) -> list[str]:
