@@ -165,6 +165,7 @@ def test_a_diverging_run_is_recorded_and_the_sweep_goes_on(tmp_path):
   done = sweep.run_sweep(spec, root, context=Context())
   assert done == ["optimizer.learning_rate=0.001"]
   failed = report.failed_runs(root)
-  assert list(failed) == ["optimizer.learning_rate=1e+30"] and "non-finite loss" in failed["optimizer.learning_rate=1e+30"]
+  name = "optimizer.learning_rate=1e+30"
+  assert list(failed) == [name] and "non-finite loss" in failed[name]
   assert any(line.startswith("- FAILED, left out of the tables: optimizer.learning_rate=1e+30")
              for line in report.provenance_lines(report.provenance(root)))
