@@ -7,20 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from loss_inputs import loss_inputs
 from pkdot_jax import losses
 
 
-def _inputs(spec, rng, batch=12, lead=()):
-  if spec.inputs == "logits":
-    shapes = (batch, 5), (batch, 5)
-  elif spec.inputs == "feature_maps":
-    shapes = (batch, 4, 4, 6), (batch, 4, 4, 8)
-  else:
-    shapes = (batch, 8), (batch, 8 if spec.same_dim else 10)
-  args = [jnp.asarray(rng.normal(size=lead + s), jnp.float32) for s in shapes]
-  if spec.needs_labels:
-    args.append(jnp.asarray(rng.integers(0, 5, lead + (batch,)), jnp.int32))
-  return args
+_inputs = loss_inputs
 
 
 def _loss(name):
