@@ -67,6 +67,8 @@ def base_config(model_size: str = "tiny") -> ml_collections.ConfigDict:
   config.distill.task_weight = 1.0
   config.distill.mt_pkdot = False
   config.distill.kwargs = ml_collections.ConfigDict({"k": 30, "epsilon": 0.01})
+  # Optional, no default (train/stages.py, FIELDS.optional): distill.extra, further losses added to the same
+  # student loss, each {"method", "weight", "kwargs"} with a fixed weight (e.g. PKDOT + generalized distillation).
 
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.every_steps = 0  # 0: at the end of every epoch only

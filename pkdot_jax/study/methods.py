@@ -57,7 +57,13 @@ for _name, _kwargs in ABLATIONS.items():
                     "distill.kwargs": {**_PKDOT_KWARGS, **_kwargs}}
 METHODS["pkdot_lambda0.3"] = {"distill.method": "pkdot", "distill.weight": 0.3}
 METHODS["pkdot_lambda1.2"] = {"distill.method": "pkdot", "distill.weight": 1.2}
-ABLATION_METHODS = ("task_only", "pkdot", *ABLATIONS, "pkdot_lambda0.3", "pkdot_lambda1.2")
+# PKDOT added to generalized distillation: the latter's objective (it holds the task term) + 0.6 x PKDOT.
+METHODS["pkdot_plus_gd"] = {
+    "distill.method": "pkdot", "distill.weight": 0.6, "distill.task_weight": 0.0,
+    "distill.extra": ({"method": "generalized_distillation", "weight": 1.0,
+                       "kwargs": dict(METHODS["generalized_distillation"]["distill.kwargs"])},)}
+ABLATION_METHODS = ("task_only", "pkdot", *ABLATIONS, "pkdot_lambda0.3", "pkdot_lambda1.2",
+                    "generalized_distillation", "pkdot_plus_gd")
 
 # The baseline without a teacher and the same-architecture control (no distillation loss).
 VIDEO_ONLY, CONTROL = "video_only", "task_only"

@@ -106,7 +106,7 @@ def provenance(root: str) -> dict[str, Any]:
   return {"hardware": info.get("hardware"), "versions": info.get("versions"), "git": info.get("git_revision"),
           "command": sweep.get("command") or info.get("command"), "config": sweep.get("config"),
           "base": sweep.get("base"), "seeds": (info.get("config") or {}).get("seeds"),
-          "failed": failed_runs(root)}
+          "contrasts": sweep.get("contrasts") or {}, "failed": failed_runs(root)}
 
 
 def failed_runs(root: str) -> dict[str, str]:
@@ -258,6 +258,11 @@ def _training_subjects(run_dir: str) -> int:
   return int(np.unique(subjects[train[int(d["fold"])][0]]).size)
 
 
+def _setting_order(setting: tuple) -> list:
+  """Numbers in numeric order (8 before 16), then everything else as text."""
+  return [(0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)) for v in setting]
+
+
 def controlled_table(rows: list[dict[str, Any]], other_keys: list[str], metric: str) -> str:
   """Per setting of `other_keys`, every method against the task_only control: fold-aware mean difference
   (per fold the mean over seeds, t over folds) with its 95% interval, p and Holm-adjusted p over the methods."""
@@ -266,7 +271,7 @@ def controlled_table(rows: list[dict[str, Any]], other_keys: list[str], metric: 
   header = [*other_keys, "method", f"{metric} mean", "diff vs task_only [95% CI] (t over folds)", "p", "Holm p",
             "pairs"]
   lines = ["Against the same-architecture control:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  settings = sorted({tuple(r.get(k) for k in other_keys) for r in rows}, key=str)
+  settings = sorted({tuple(r.get(k) for k in other_keys) for r in rows}, key=_setting_order)
   for setting in settings:
     subset = [r for r in rows if tuple(r.get(k) for k in other_keys) == setting]
     methods = sorted({r["method"] for r in subset} - {CONTROL})
@@ -281,42 +286,77 @@ def controlled_table(rows: list[dict[str, Any]], other_keys: list[str], metric: 
   return "\n".join(lines)
 
 
-def training_size_plot(path: str, root: str, rows: list[dict[str, Any]], metric: str) -> None:
-  """Mean test metric against training subjects, one line per method with a 95% band over folds (t on the
-  per-fold means)."""
+def contrast_table(rows: list[dict[str, Any]], contrasts: dict[str, str], metric: str) -> str:
+  """Each method of `contrasts` against its own reference (e.g. PKDOT + generalized distillation against
+  generalized distillation alone): the same fold-aware interval, Holm over these contrasts."""
+  from pkdot_jax.study import stats as stats_lib
+
+  results = {name: stats_lib.compare(rows, "method", reference, metric, [name]).get(name)
+             for name, reference in contrasts.items()}
+  results = {name: c for name, c in results.items() if c is not None}
+  adjusted = stats_lib.holm({name: c["p"] for name, c in results.items()})
+  lines = ["Contrasts named by the sweep (fold-aware, Holm over these contrasts):", "",
+           "| method | reference | diff [95% CI] (t over folds) | p | Holm p | pairs |", "|---|---|---|---|---|---|"]
+  for name, c in results.items():
+    lines.append(f"| {name} | {contrasts[name]} | {c['diff']:+.3f} [{c['diff_low']:+.3f}, {c['diff_high']:+.3f}] "
+                 f"| {c['p']:.3f} | {adjusted[name]:.3f} | {c['pairs']} |")
+  return "\n".join(lines)
+
+
+def add_training_subjects(root: str, rows: list[dict[str, Any]]) -> None:
+  """Sets row["training_subjects"] (read from each run's config) on every row."""
+  sizes: dict[str, int] = {}
+  for r in rows:
+    if r["run"] not in sizes:
+      sizes[r["run"]] = _training_subjects(os.path.join(root, "runs", r["run"]))
+    r["training_subjects"] = sizes[r["run"]]
+
+
+def training_size_plot(path: str, rows: list[dict[str, Any]], metric: str) -> None:
+  """Left: mean test metric against training subjects (rows with "training_subjects"), one line per method with
+  a 95% band over folds (t on the per-fold means). Right: each method's fold-aware difference to the task_only
+  control at each size, with its 95% band: the paired comparison the bands on the left cannot show."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   from pkdot_jax.study import stats as stats_lib
 
-  sizes: dict[str, int] = {}
-  for r in rows:
-    if r["run"] not in sizes:
-      sizes[r["run"]] = _training_subjects(os.path.join(root, "runs", r["run"]))
-  fig, ax = plt.subplots(figsize=(6.5, 4))
+  sizes = sorted({r["training_subjects"] for r in rows})
+  fig, (ax, ax_diff) = plt.subplots(1, 2, figsize=(11, 4))
   markers = "osD^vP"
   for i, method in enumerate(sorted({r["method"] for r in rows})):
-    xs, means, lows, highs = [], [], [], []
-    for n in sorted({sizes[r["run"]] for r in rows if r["method"] == method}):
+    curve, diffs = [], []
+    for n in sizes:
+      at_n = [r for r in rows if r["training_subjects"] == n]
       per_fold: dict[Any, list[float]] = {}
-      for r in rows:
-        if r["method"] == method and sizes[r["run"]] == n and metric in r:
+      for r in at_n:
+        if r["method"] == method and metric in r:
           per_fold.setdefault(r["fold"], []).append(r[metric])
-      ci = stats_lib.fold_t_interval([np.mean(v) for v in per_fold.values()])
-      xs.append(n)
-      means.append(ci["diff"])
-      lows.append(ci["diff_low"])
-      highs.append(ci["diff_high"])
-    line, = ax.plot(xs, means, marker=markers[i % len(markers)], label=method)
-    ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.15)
+      if per_fold:
+        curve.append((n, stats_lib.fold_t_interval([np.mean(v) for v in per_fold.values()])))
+      if method != CONTROL and per_fold:
+        c = stats_lib.compare(at_n, "method", CONTROL, metric, [method]).get(method)
+        if c is not None:
+          diffs.append((n, c))
+    style = {"marker": markers[i % len(markers)], "label": method, "color": f"C{i % 10}"}  # same in both panels
+    for axis, points in ((ax, curve), (ax_diff, diffs)):
+      if points:
+        line, = axis.plot([n for n, _ in points], [c["diff"] for _, c in points], **style)
+        axis.fill_between([n for n, _ in points], [c["diff_low"] for _, c in points],
+                          [c["diff_high"] for _, c in points], color=line.get_color(), alpha=0.15)
   ax.axhline(0.5, color="crimson", ls="--", lw=1, label="chance")
-  ax.set_xticks(sorted(set(sizes.values())))
-  ax.set_xlabel("training subjects (teacher, T-Net and student)")
-  ax.set_ylabel(f"test {metric.removeprefix('test_')}")
+  ax_diff.axhline(0.0, color="black", lw=1)
+  for axis in (ax, ax_diff):
+    axis.set_xticks(sizes)
+    axis.set_xlabel("training subjects (teacher, T-Net and student)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+  name = metric.removeprefix("test_")
+  ax.set_ylabel(f"test {name}")
   ax.set_title("bands: 95% CI over folds (t on per-fold means); same test subjects at every size", fontsize=8)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
+  ax_diff.set_ylabel(f"test {name} - task_only control")
+  ax_diff.set_title("fold-aware difference to the control, 95% CI (t over folds, unadjusted)", fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
@@ -338,14 +378,22 @@ def main(root: str, group_keys: list[str] | None = None) -> str:
   metric = f"test_{primary_metric(task)}"
   if group_keys is None:
     group_keys = sorted({k for r in rows for k in _overrides_of(r["run"]) if k != "data.fold"}) or ["run"]
-  table = summarize(rows, group_keys, metric)
+  by_size = "data.val_fraction" in group_keys  # a training-size sweep: name the sizes, not the fractions
+  if by_size:
+    add_training_subjects(root, rows)
+    group_keys = ["training_subjects" if k == "data.val_fraction" else k for k in group_keys]
+  table = sorted(summarize(rows, group_keys, metric), key=lambda e: _setting_order(tuple(e[k] for k in group_keys)))
   parts = ["# Sweep summary", "", *provenance_lines(provenance(root)), "", format_table(table, group_keys, metric)]
   if "method" in group_keys and any(r.get("method") == CONTROL for r in rows):
     others = [k for k in group_keys if k != "method"]
     parts += ["", controlled_table(rows, others, metric)]
-    if "data.val_fraction" in others:
-      training_size_plot(os.path.join(root, "training_size.png"), root, rows, metric)
-      parts += ["", "training_size.png: test accuracy against training subjects."]
+    contrasts = provenance(root)["contrasts"]
+    if contrasts:
+      parts += ["", contrast_table(rows, contrasts, metric)]
+    if by_size:
+      training_size_plot(os.path.join(root, "training_size.png"), rows, metric)
+      parts += ["", "training_size.png: test accuracy against training subjects, and each method's difference to "
+                    "the control."]
   text = "\n".join(parts)
   write_csv(os.path.join(root, "summary.csv"), rows)
   with open(os.path.join(root, "summary.md"), "w") as f:

@@ -3,7 +3,8 @@
 A sweep file defines `get_sweep()` returning
   {"config": "NAME[:variant]" or a path,  # the experiment config
    "base": {"seeds": (0, 1, 2), ...},                   # overrides applied to every run
-   "grid": {"method": [...], "distill.kwargs.k": [...], "data.fold": [0, 1, 2], ...}}
+   "grid": {"method": [...], "distill.kwargs.k": [...], "data.fold": [0, 1, 2], ...},
+   "contrasts": {"pkdot_plus_gd": "generalized_distillation", ...}}  # optional: method -> its own reference
 Grid keys are dotted config paths, plus `method` (a preset of pkdot_jax/study/methods.py). Seeds and lists of
 distillation weights are not grid axes: `seeds=(0, 1, 2)` or `distill.weight=(0.2, 0.6, 1.0)` in one run train
 all members in one compiled program (vmap).
@@ -12,8 +13,10 @@ all members in one compiled program (vmap).
 
 Runs that differ only in the distillation loss (method, its kwargs and weights), seed or fold share one
 compiled student program: the sweep declares their losses to the `Programs` of its context
-(`Programs.share_losses`) and each run selects its own (a switch inside the step). `"share_programs"` in the sweep: "auto" (default) shares on CPUs and wherever runs
-have one member each (under vmap a switch computes every branch), True / False force it.
+(`Programs.share_losses`) and each run selects its own (a switch inside the step). `"share_programs"` in the
+sweep: "auto" (default) shares on CPUs and wherever runs have one member each (under vmap a switch computes
+every branch), True / False force it. The report compares every method with the task_only control, and each
+method named in `"contrasts"` also with its own reference (Holm over those contrasts).
 
 Layout: <workdir>/runs/<run name>/ per run, <workdir>/teachers/<key>/ for teachers and T-Nets shared by all runs
 whose teacher-side config is identical (the student-side fields do not change the teacher), and
@@ -66,7 +69,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
       if key not in node:
         raise ValueError(f"override {path!r}: config has no field {key!r}")
       node = node[key]
-    if leaf not in node and not (isinstance(node, ml_collections.ConfigDict) and parents[-1:] == ["kwargs"]):
+    if leaf not in node and path not in stages.FIELDS.optional \
+        and not (isinstance(node, ml_collections.ConfigDict) and parents[-1:] == ["kwargs"]):
       raise ValueError(f"override {path!r}: config has no field {leaf!r}")
     value = ml_collections.ConfigDict(value) if isinstance(value, dict) else _freeze(value)
     if leaf in node and isinstance(value, tuple) and not isinstance(node[leaf], tuple):
@@ -155,7 +159,7 @@ def run_sweep(sweep: dict[str, Any], root: str, shard: str = "0/1",
   os.makedirs(root, exist_ok=True)
   with open(os.path.join(root, "sweep.json"), "w") as f:
     json.dump({"config": sweep["config"], "base": sweep.get("base", {}), "grid": sweep.get("grid", {}),
-               "command": " ".join(sys.argv)}, f, indent=2, default=str)
+               "contrasts": sweep.get("contrasts", {}), "command": " ".join(sys.argv)}, f, indent=2, default=str)
   done = []
   from tqdm import tqdm
 

@@ -432,7 +432,7 @@ def _teacher_cache(run: _Run):
   config, losses = run.config, _student_losses(run)[0]
   # A program that holds a distillation loss reads the teacher even in a run whose own loss is "none" (the
   # task-only control sharing it): the cache spares that run the teacher forward too.
-  if run.stage.name != "student" or all(b["method"] == "none" for b in losses) \
+  if run.stage.name != "student" or not any(steps.branch_methods(b) for b in losses) \
       or not config.get("cache_teacher", False):
     return None
   need_heads = any(b["mt_pkdot"] for b in losses)
@@ -513,21 +513,25 @@ def validate_config(config, stages: tuple[str, ...], context: Context | None = N
   for stage in stages:
     stages_lib.get(stage)  # ValueError listing the stages
   for branch in (context or Context()).programs.student_losses(config)[0]:
-    name = branch["method"]
-    if name == "none":
-      continue
-    spec = losses.spec(name)  # ValueError listing the registered names on a typo
-    if spec.inputs not in ("embeddings", "logits"):
-      raise ValueError(f"config.distill.method={name!r} compares {spec.inputs}, which the trainer does not "
-                       f"expose; choose one of the embedding- or logit-based losses")
-    try:
-      spec.check(config.model.task)
-    except ValueError as e:
-      raise ValueError(f"config.distill.method={name!r}: {e}") from None
+    terms = [("config.distill.method", branch["method"])] * (branch["method"] != "none")
+    terms += [(f"config.distill.extra[{i}].method", t["method"]) for i, t in enumerate(branch["extra"])]
+    for field, name in terms:
+      try:
+        spec = losses.spec(name)  # ValueError listing the registered names on a typo
+        spec.check(config.model.task)
+      except ValueError as e:
+        raise ValueError(f"{field}={name!r}: {e}") from None
+      if spec.inputs not in ("embeddings", "logits"):
+        raise ValueError(f"{field}={name!r} compares {spec.inputs}, which the trainer does not expose; choose "
+                         f"one of the embedding- or logit-based losses")
     if branch["mt_pkdot"] and not config.model.multitask:
       raise ValueError("config.distill.mt_pkdot needs a teacher with per-modality heads: set "
                        "config.model.multitask=True (before training the teacher)")
-  if "student" in stages and config.distill.method != "none" and config.model.student.mode == "video_only" \
+  own = steps.distill_branch(config.distill)
+  if own["extra"] and own["method"] == "none":
+    raise ValueError("config.distill.extra adds terms to a distillation loss, but config.distill.method is "
+                     "'none': name the main loss in distill.method")
+  if "student" in stages and own["method"] != "none" and config.model.student.mode == "video_only" \
       and config.distill.mt_pkdot:
     raise ValueError("MT-PKDOT distils into the T-Net + fusion student, not the video_only one")
   for name in ("batch_size", "eval_batch_size"):

@@ -35,12 +35,16 @@ class Fields:
   run_only: fields that change neither training nor programs (paths, logging, which stages run).
   losses: fields that select the distillation loss (a branch of a shared student program).
   arrays: values that reach a program only as arrays or data (weights, seeds, the fold).
+  optional: fields without a default; absent means empty (configs that leave them out equal the configs saved
+    before they existed, so older workdirs resume). `distill.extra`: further losses added to the student loss,
+    each {"method", "weight", "kwargs"} with a fixed weight (e.g. PKDOT + generalized distillation).
   """
   student_side: tuple[str, ...] = ("distill", "stages.student", "model.student", "cache_teacher",
                                    "student_init_from_teacher", "select_metric")
   run_only: tuple[str, ...] = ("pipeline", "teacher_workdir", "log_every", "progress")
-  losses: tuple[str, ...] = ("distill.method", "distill.kwargs", "distill.mt_pkdot")
+  losses: tuple[str, ...] = ("distill.method", "distill.kwargs", "distill.mt_pkdot", "distill.extra")
   arrays: tuple[str, ...] = ("distill.weight", "distill.task_weight", "seeds", "data.fold")
+  optional: tuple[str, ...] = ("distill.extra",)
 
   @property
   def teacher_neutral(self) -> tuple[str, ...]:

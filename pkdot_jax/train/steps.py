@@ -136,15 +136,31 @@ def distillation_term(method: str, kwargs: dict[str, Any], student_out, teacher_
   return spec.apply(student_in, teacher_in, task=task, labels=batch.get("label"), **kwargs)
 
 
+def _plain(value: Any) -> Any:
+  """A ConfigDict (or anything holding them) as plain JSON values."""
+  if hasattr(value, "to_json_best_effort"):
+    return json.loads(value.to_json_best_effort())
+  if isinstance(value, (list, tuple)):
+    return [_plain(v) for v in value]
+  return value
+
+
 def distill_branch(d: Any) -> dict[str, Any]:
-  """One distillation loss as the student program compiles it: {"method", "kwargs", "mt_pkdot"} (a dict or a
-  ConfigDict with at least "method"); runs are matched to program branches by equality of these."""
-  if hasattr(d, "to_json_best_effort"):
-    d = json.loads(d.to_json_best_effort())
-  kwargs = d.get("kwargs", {}) or {}
-  if hasattr(kwargs, "to_json_best_effort"):
-    kwargs = json.loads(kwargs.to_json_best_effort())
-  return {"method": d.get("method", "none"), "kwargs": dict(kwargs), "mt_pkdot": bool(d.get("mt_pkdot", False))}
+  """One distillation loss as the student program compiles it: {"method", "kwargs", "mt_pkdot", "extra"} (from
+  a dict or a ConfigDict with at least "method"); runs are matched to program branches by equality of these.
+
+  "extra": further registered losses added to the same student loss, each {"method", "weight", "kwargs"}, with
+  its weight fixed in the program (e.g. PKDOT + generalized distillation)."""
+  d = _plain(d)
+  extra = [{"method": t["method"], "weight": float(t.get("weight", 1.0)), "kwargs": dict(t.get("kwargs") or {})}
+           for t in _plain(d.get("extra") or ())]
+  return {"method": d.get("method", "none"), "kwargs": dict(d.get("kwargs") or {}),
+          "mt_pkdot": bool(d.get("mt_pkdot", False)), "extra": extra}
+
+
+def branch_methods(branch: dict[str, Any]) -> list[str]:
+  """Every registered loss a branch computes: its own method and its extra terms'."""
+  return [name for name in [branch["method"], *(t["method"] for t in branch["extra"])] if name != "none"]
 
 
 def _branches(distill: dict[str, Any]) -> list[dict[str, Any]]:
@@ -183,8 +199,9 @@ def mt_select_head(head_embeddings, head_predictions, batch, task: str) -> tuple
 def student_loss(student, teacher, task: str, distill: dict[str, Any]) -> LossFn:
   """task_weight x task loss + distill_weight x a registered distillation loss against the frozen teacher.
 
-  `distill` = {"method": registered name or "none", "kwargs": dict, "task_weight": float, "mt_pkdot": bool}, or
-  {"branches": ({"method", "kwargs", "mt_pkdot"}, ...), ...} to compile several distillation losses into one
+  `distill` = {"method": registered name or "none", "kwargs": dict, "task_weight": float, "mt_pkdot": bool,
+  "extra": ({"method", "weight", "kwargs"}, ...) further terms with fixed weights}, or
+  {"branches": ({"method", "kwargs", "mt_pkdot", "extra"}, ...), ...} to compile several distillation losses into one
   program: the step runs branch `state.hparams["distill_branch"]` (`lax.switch`: on CPUs only that branch
   executes; under vmap, as on accelerators with several members, every branch is computed and one selected).
   The weights are arrays in `state.hparams` ("distill_weight"; "task_weight", defaulting to
@@ -195,23 +212,33 @@ def student_loss(student, teacher, task: str, distill: dict[str, Any]) -> LossFn
   """
   branches = _branches(distill)
   default_task_weight = float(distill.get("task_weight", 1.0))
-  distilling = any(b["method"] != "none" for b in branches)
+  distilling = any(branch_methods(b) for b in branches)
   need_heads = any(b["mt_pkdot"] for b in branches)
-  with_ot = any(b["method"] != "none" and losses.spec(b["method"]).returns_aux for b in branches)
+  with_ot = any(losses.spec(name).returns_aux for b in branches for name in branch_methods(b))
+  with_extra = any(b["extra"] for b in branches)
 
   def branch_fn(branch):
     def fn(out, t_embedding, t_prediction, heads, batch):
-      if branch["method"] == "none":
-        value, metrics = jnp.zeros((), jnp.float32), {}
-      else:
-        if branch["mt_pkdot"]:
-          t_embedding, t_prediction = mt_select_head(*heads, batch, task)
-        value, metrics = distillation_term(branch["method"], branch["kwargs"], out, t_embedding, t_prediction,
-                                           batch, task)
+      if branch["mt_pkdot"]:
+        t_embedding, t_prediction = mt_select_head(*heads, batch, task)
+      terms = [(branch["method"], branch["kwargs"], None)] if branch["method"] != "none" else []
+      terms += [(t["method"], t["kwargs"], t["weight"]) for t in branch["extra"]]
+      value, extra, solver = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), []
+      for method, kwargs, weight in terms:
+        term, term_metrics = distillation_term(method, kwargs, out, t_embedding, t_prediction, batch, task)
+        if weight is None:
+          value = term
+        else:
+          extra = extra + weight * term
+        if "ot_converged" in term_metrics:
+          solver.append(term_metrics)
+      metrics = {}
       if with_ot:  # every branch returns the same metrics; 0 iterations where no solver ran
-        metrics = {"ot_converged": metrics.get("ot_converged", jnp.ones((), jnp.float32)),
-                   "ot_iterations": metrics.get("ot_iterations", jnp.zeros((), jnp.float32))}
-      return value, metrics
+        metrics = {"ot_converged": jnp.ones((), jnp.float32), "ot_iterations": jnp.zeros((), jnp.float32)}
+        for m in solver:
+          metrics = {"ot_converged": jnp.minimum(metrics["ot_converged"], m["ot_converged"]),
+                     "ot_iterations": jnp.maximum(metrics["ot_iterations"], m["ot_iterations"])}
+      return value, extra, metrics
     return fn
 
   fns = [branch_fn(b) for b in branches]
@@ -225,12 +252,15 @@ def student_loss(student, teacher, task: str, distill: dict[str, Any]) -> LossFn
       t_embedding, t_prediction, heads = _teacher_targets(teacher, state, batch, need_heads)
       args = (out, t_embedding, t_prediction, heads, batch)
       if len(fns) == 1:
-        value, extra = fns[0](*args)
+        value, extra, solver = fns[0](*args)
       else:
-        value, extra = jax.lax.switch(state.hparams["distill_branch"].astype(jnp.int32), fns, *args)
-      metrics.update(extra)
+        value, extra, solver = jax.lax.switch(state.hparams["distill_branch"].astype(jnp.int32), fns, *args)
+      metrics.update(solver)
       metrics["distill_loss"] = value
       loss = loss + state.hparams["distill_weight"] * value
+      if with_extra:
+        metrics["extra_loss"] = extra  # the weighted sum of the branch's extra terms
+        loss = loss + extra
     metrics["loss"] = loss
     return loss, (batch_stats, metrics)
 

@@ -53,7 +53,7 @@ def test_runs_differing_only_in_the_loss_share_one_student_program():
   foreign = sweep.apply_overrides(configs["method=pkdot__data.fold=0"], {"distill.kwargs.k": 7})
   assert programs.student_losses(foreign) == ([{"method": "pkdot", "kwargs": {"k": 7, "epsilon": 0.01,
                                                                             "max_iterations": 200},
-                                               "mt_pkdot": False}], 0)
+                                               "mt_pkdot": False, "extra": []}], 0)
 
 
 def test_programs_are_shared_only_where_the_selected_branch_alone_runs(monkeypatch):

@@ -160,3 +160,47 @@ def test_loss_branches_equal_their_single_loss_programs():
   assert np.all(np.asarray(metrics["finite"]) == 1.0)
   for i, (_, ref) in enumerate(singles):
     assert float(metrics["loss"][i]) == pytest.approx(float(ref["loss"]), rel=1e-5)
+
+
+def test_extra_terms_add_their_weighted_losses_and_gradients():
+  """A branch with extra terms (fixed weights) is the sum of its terms: its loss is the sum of the single-loss
+  programs' weighted values and, with SGD, its update the sum of their updates; the OT diagnostics come from
+  an extra PKDOT term too; with the extra terms in a shared program the switch still selects them."""
+  student, teacher, tx, state, _, cached = _branch_setup()
+  key = jax.random.key_data(jax.random.key(0))
+  hinton, pkdot = BRANCHES[0], {"method": "pkdot", "kwargs": {"k": 3, "epsilon": 0.05}}
+  combined = {**hinton, "extra": [{"method": "pkdot", "weight": 0.5, "kwargs": pkdot["kwargs"]}]}
+
+  def run(branch, distill_weight, branches=None, index=0):
+    s = state(index, task_weight=0.0)
+    s = s.replace(hparams={**s.hparams, "distill_weight": distill_weight})
+    step = steps.make_train_step(steps.student_loss(student, teacher, "classification",
+                                                    {"branches": branches or (branch,)}), tx)
+    return jax.jit(step)(s, cached, key)
+
+  state_h, m_h = run(hinton, 0.6)
+  state_p, m_p = run(pkdot, 0.5)
+  state_c, m_c = run(combined, 0.6)
+  assert float(m_c["loss"]) == pytest.approx(0.6 * float(m_h["distill_loss"]) + 0.5 * float(m_p["distill_loss"]),
+                                             rel=1e-5)
+  assert float(m_c["extra_loss"]) == pytest.approx(0.5 * float(m_p["distill_loss"]), rel=1e-5)
+  assert float(m_c["ot_iterations"]) == float(m_p["ot_iterations"]) > 0
+  start = state(0).params
+  for c, h, p, s in zip(*(jax.tree.leaves(x) for x in (state_c.params, state_h.params, state_p.params, start))):
+    np.testing.assert_allclose(c - s, (h - s) + (p - s), rtol=1e-4, atol=1e-6)
+  _, m_shared = run(None, 0.6, branches=(BRANCHES[1], combined), index=1)
+  assert float(m_shared["loss"]) == pytest.approx(float(m_c["loss"]), rel=1e-5)
+
+
+def test_distill_branch_reads_extra_terms_from_configs():
+  """The branch a config compiles holds its extra terms (plain values, weights as floats); a config without
+  them has none, so configs saved before the field existed match."""
+  from pkdot_jax.study import sweep
+  from pkdot_jax import configs
+  config = configs.load("synthetic:demo")
+  assert steps.distill_branch(config.distill)["extra"] == []
+  config = sweep.apply_overrides(config, {"method": "pkdot_plus_gd"})
+  extra = steps.distill_branch(config.distill)["extra"]
+  assert extra == [{"method": "generalized_distillation", "weight": 1.0,
+                    "kwargs": {"temperature": 2.0, "imitation": 0.5}}]
+  assert steps.branch_methods(steps.distill_branch(config.distill)) == ["pkdot", "generalized_distillation"]
