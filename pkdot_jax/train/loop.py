@@ -60,10 +60,13 @@ class Members:
   weights: tuple[float, ...]
 
   @classmethod
-  def from_config(cls, config) -> "Members":
+  def from_config(cls, config, stage_name: str = "student") -> "Members":
+    """Teacher-side stages have one member per seed (the distillation weights are the student's)."""
     seeds = tuple(int(s) for s in config.seeds)
     weight = config.distill.weight
     weights = tuple(float(w) for w in (weight if isinstance(weight, (list, tuple)) else [weight]))
+    if stage_name in TEACHER_STAGES:
+      weights = weights[:1]
     pairs = [(s, w) for w in weights for s in seeds]
     return cls(seeds=tuple(p[0] for p in pairs), weights=tuple(p[1] for p in pairs))
 
@@ -76,6 +79,14 @@ class Members:
 
   def names(self) -> list[str]:
     return [f"seed{s}_w{w:g}" for s, w in zip(self.seeds, self.weights)]
+
+  def arrange(self, tree: Any, seeds: tuple[int, ...]) -> Any:
+    """An earlier teacher-side stage's variables (one member per seed of `seeds`, stacked when several)
+    arranged as these members: each member of a student with several weights per seed reads its seed's."""
+    if self.seeds == tuple(seeds):
+      return tree
+    parts = [jax.tree.map(lambda x, i=seeds.index(s): x[i], tree) if len(seeds) > 1 else tree for s in self.seeds]
+    return parallel.stack_host(parts) if self.vmapped else parts[0]
 
 
 def _is_writer() -> bool:
@@ -138,7 +149,7 @@ def _setup(stage_name: str, config, workdir: str, teacher_dir: str, mesh, contex
     if stage.frozen_modules(config):
       opt_config.optimizer.frozen_modules = tuple(stage.frozen_modules(config))
   return _Run(stage=stage, config=config, opt_config=opt_config, workdir=workdir, teacher_dir=teacher_dir,
-              mesh=mesh, members=Members.from_config(config), data=data, context=context,
+              mesh=mesh, members=Members.from_config(config, stage_name), data=data, context=context,
               steps_per_epoch=steps_per_epoch)
 
 
@@ -194,7 +205,7 @@ def _graft_sources(run: _Run) -> list[tuple[Any, tuple[str, ...]]]:
     path = run.saved(graft.source)
     if graft.optional and not os.path.exists(path):
       continue
-    variables = run.context.saved.load(path)
+    variables = _per_member(run.context.saved.load(path), run)
     if graft.into is not None:
       variables = {"params": {graft.into: variables["params"]}}
     sources.append((variables, graft.names))
@@ -220,6 +231,10 @@ def _graft_variables(variables: dict, source: dict, names) -> dict:
   return out
 
 
+def _per_member(tree: Any, run: _Run) -> Any:
+  return run.members.arrange(tree, tuple(int(s) for s in run.config.seeds))
+
+
 def _member(tree: Any, m: int, vmapped: bool) -> Any:
   return jax.tree.map(lambda x: x[m], tree) if vmapped else tree
 
@@ -242,7 +257,8 @@ def _initial_state(run: _Run) -> TrainState:
   init = _init_program(run, tuple(name for _, names in sources for name in names))
   optax_init = run.context.programs.get("opt_init", stages_lib.optimizer_key(run.opt_config),
                                         lambda: jax.jit(make_optimizer(run.opt_config).init))
-  frozen_teacher = run.context.saved.load(run.saved("teacher")) if run.stage.reads_teacher else None
+  frozen_teacher = _per_member(run.context.saved.load(run.saved("teacher")), run) if run.stage.reads_teacher \
+      else None
   example = run.data.example_batch(config.batch_size)
   branch = _student_losses(run)[1]
   states = []
@@ -436,8 +452,9 @@ def _teacher_cache(run: _Run):
       or not config.get("cache_teacher", False):
     return None
   need_heads = any(b["mt_pkdot"] for b in losses)
-  return evaluation.teacher_cache(run.context.saved.load(run.saved("teacher")), run.data, config, run.mesh,
-                                  run.members.vmapped, need_heads, run.context.programs)
+  teacher = _per_member(run.context.saved.load(run.saved("teacher")), run)
+  return evaluation.teacher_cache(teacher, run.data, config, run.mesh, run.members.vmapped, need_heads,
+                                  run.context.programs)
 
 
 def _write_outputs(run: _Run, state: TrainState, best: _Best, eval_fn, seconds: float) -> dict[str, Any]:

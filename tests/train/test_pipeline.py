@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from pkdot_jax.study import sweep
 from pkdot_jax.train import checkpoint, loop
 from train_helpers import smoke_config
 
@@ -154,3 +155,32 @@ def test_non_finite_loss_stops_with_last_good_checkpoint(data_dir, tmp_path):
   assert saved and max(saved) < bad_step  # no checkpoint written from the bad step on
   assert f"step {max(saved)}" in str(e.value)
   assert not os.path.exists(os.path.join(workdir, "teacher", "result.json"))
+
+
+def test_members_read_their_seeds_teacher():
+  """Seeds x weights members: teacher-side stages keep one member per seed, and each student member gets its
+  own seed's teacher variables (not the member at the same position)."""
+  config = sweep.apply_overrides(smoke_config("unused", seeds=(0, 1)), {"distill.weight": (0.3, 0.9)})
+  members = loop.Members.from_config(config)
+  assert members.seeds == (0, 1, 0, 1) and members.weights == (0.3, 0.3, 0.9, 0.9)
+  assert loop.Members.from_config(config, "teacher").seeds == (0, 1)
+  teacher = {"w": np.array([[10.0, 11.0], [20.0, 21.0]])}  # member axis first: seeds 0 and 1
+  np.testing.assert_array_equal(members.arrange(teacher, (0, 1))["w"][:, 0], [10.0, 20.0, 10.0, 20.0])
+  single = loop.Members.from_config(sweep.apply_overrides(config, {"seeds": (1,)}))
+  np.testing.assert_array_equal(single.arrange({"w": np.array([5.0, 6.0])}, (1,))["w"], [[5.0, 6.0]] * 2)
+
+
+def test_weight_members_equal_single_weight_runs(trained_pipeline, tmp_path):
+  """A student with two distillation weights (two members of one seed, each reading the one teacher) trains,
+  per member, what the run with that weight alone trains; with and without the teacher cache."""
+  config, teacher_dir, _ = trained_pipeline
+  for cache in (False, True):
+    finals = {}
+    for weight in ((0.3, 0.9), 0.9):
+      student_config = sweep.apply_overrides(config, {
+          "stages.student.optimizer": {"name": "sgd"}, "cache_teacher": cache, "teacher_workdir": teacher_dir,
+          "distill.weight": weight})
+      workdir = str(tmp_path / f"cache_{cache}_{weight}")
+      loop.run_pipeline(student_config, workdir, ("student",))
+      finals[weight] = _latest(workdir, "student")["state"]["params"]
+    _assert_trees_close(jax.tree.map(lambda x: x[1], finals[(0.3, 0.9)]), finals[0.9], 1e-5)
