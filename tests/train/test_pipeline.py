@@ -135,7 +135,8 @@ def test_bad_configs_are_named(data_dir, tmp_path):
     loop.run_pipeline(smoke_config(data_dir, num_devices=8, batch_size=12), str(tmp_path / "d"), ("teacher",))
   with pytest.raises(ValueError, match="multitask"):
     loop.run_pipeline(smoke_config(data_dir, **{"distill.mt_pkdot": True}), str(tmp_path / "e"))
-  with pytest.raises(ValueError, match=r"distill\.extra\[0\]\.method='pktt'.*pkt"):  # an extra term's name is checked too
+  # An extra term's name is checked too.
+  with pytest.raises(ValueError, match=r"distill\.extra\[0\]\.method='pktt'.*pkt"):
     loop.run_pipeline(smoke_config(data_dir, **{"distill.extra": ({"method": "pktt", "weight": 1.0},)}),
                       str(tmp_path / "f"))
   with pytest.raises(ValueError, match="distill.extra.*distill.method is 'none'"):
