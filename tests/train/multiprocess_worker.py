@@ -23,7 +23,18 @@ def config_for(data_dir: str, num_devices: int | None = None):
                          "width": 16}})
 
 
+def _die_with_parent() -> None:
+  """Linux: this process is killed when the test that started it dies (an interrupted pytest leaves no
+  workers behind); elsewhere the 600 s limit below still ends it."""
+  try:
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+  except (OSError, AttributeError):
+    pass
+
+
 def main(port: str, num_processes: str, process_id: str, data_dir: str, workdir: str) -> None:
+  _die_with_parent()
   faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints where a hung process is
   faulthandler.dump_traceback_later(600, exit=True)  # a hung process shows its stacks in the log and exits
   from pkdot_jax.train import parallel
