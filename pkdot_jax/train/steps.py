@@ -16,7 +16,6 @@ Teacher variables live in `state.frozen` (an argument, never a captured constant
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable
 
 import jax
@@ -24,6 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from pkdot_jax import losses
+from pkdot_jax.train import checkpoint as ckpt_lib
 from pkdot_jax.train import parallel
 from pkdot_jax.train.state import TrainState
 
@@ -136,24 +136,15 @@ def distillation_term(method: str, kwargs: dict[str, Any], student_out, teacher_
   return spec.apply(student_in, teacher_in, task=task, labels=batch.get("label"), **kwargs)
 
 
-def _plain(value: Any) -> Any:
-  """A ConfigDict (or anything holding them) as plain JSON values."""
-  if hasattr(value, "to_json_best_effort"):
-    return json.loads(value.to_json_best_effort())
-  if isinstance(value, (list, tuple)):
-    return [_plain(v) for v in value]
-  return value
-
-
 def distill_branch(d: Any) -> dict[str, Any]:
   """One distillation loss as the student program compiles it: {"method", "kwargs", "mt_pkdot", "extra"} (from
   a dict or a ConfigDict with at least "method"); runs are matched to program branches by equality of these.
 
   "extra": further registered losses added to the same student loss, each {"method", "weight", "kwargs"}, with
   its weight fixed in the program (e.g. PKDOT + generalized distillation)."""
-  d = _plain(d)
+  d = ckpt_lib.config_to_dict(d)  # plain JSON values from a ConfigDict or a dict
   extra = [{"method": t["method"], "weight": float(t.get("weight", 1.0)), "kwargs": dict(t.get("kwargs") or {})}
-           for t in _plain(d.get("extra") or ())]
+           for t in d.get("extra") or ()]
   return {"method": d.get("method", "none"), "kwargs": dict(d.get("kwargs") or {}),
           "mt_pkdot": bool(d.get("mt_pkdot", False)), "extra": extra}
 

@@ -148,7 +148,6 @@ class Affwild2(io_lib.ManualDownloadBuilder):
       if not clips:
         raise io_lib.BadInputError(f"affwild2: no usable clips in split {split!r} ({bad.report()})")
       splits[split] = clips
-    self.skipped_report = bad.report()
     self.info.metadata.update({"audio_fs": config.audio_fs, "subject": {}, "skipped": list(bad.skipped)})
     return {split: self._generate_examples(split, clips, frames_root, bad) for split, clips in splits.items()}
 
@@ -224,8 +223,9 @@ class Affwild2(io_lib.ManualDownloadBuilder):
     t = self.builder_config.num_frames
     frames, decoded, first = [], {}, None
     for number in range(clip["frame"] - t + 1, clip["frame"] + 1):
-      candidates = [n for n in range(number, 0, -1) if n in clip["available"]]
-      chosen = candidates[0] if candidates else min(clip["available"])
+      # The nearest available crop at or before this frame (stops at the first hit), else the clip's first.
+      chosen = next((n for n in range(number, 0, -1) if n in clip["available"]), None)
+      chosen = min(clip["available"]) if chosen is None else chosen
       path = frame_dir / f"{chosen:05d}.jpg"
       if path in failed:
         return None

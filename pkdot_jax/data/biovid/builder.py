@@ -378,12 +378,11 @@ def read_bio_csv(path, channels: Sequence[str], window_length: int, bad: io_lib.
   values = np.empty((window_length, len(names)), np.float64)
   for r, (line, row) in enumerate(rows):
     for c, (name, position) in enumerate(zip(names, columns)):
-      if position >= len(row):
-        bad.bad(path, f"line {line}: no {name!r} field (the row has {len(row)} fields, the header "
-                f"{len(table.header)})")
+      value = _field(path, bad, line, row, name, position, len(table.header))
+      if value is None:
         return None
       try:
-        values[r, c] = float(row[position])
+        values[r, c] = float(value)
       except ValueError:
         bad.bad(path, f"line {line}: field {name!r} is {row[position]!r}, not a number")
         return None
