@@ -209,23 +209,13 @@ def _resolve_config_names(argv: list[str], invocation: _Invocation) -> list[str]
   return out
 
 
-def _config_spec(argv: list[str]) -> str | None:
-  for i, arg in enumerate(argv):
-    if arg.startswith("--config="):
-      return arg[len("--config="):]
-    if arg == "--config" and i + 1 < len(argv):
-      return argv[i + 1]
-  return None
-
-
-def _unknown_override(argv: list[str]) -> str | None:
+def _unknown_override(argv: list[str], invocation: _Invocation) -> str | None:
   """The first `--config.FIELD` of argv that the config does not have, as a message (None if all exist)."""
-  spec = _config_spec(argv)
-  if spec is None:
+  if invocation.config is None:
     return None
   from pkdot_jax import configs
   try:
-    config = configs.load(spec)
+    config = configs.load(invocation.config[0])  # the resolved file of --config
   except Exception:  # pylint: disable=broad-except
     return None
   for arg in argv:
@@ -255,14 +245,14 @@ def _parse_flags(argv: list[str], invocation: _Invocation) -> list[str]:
       last = [line for line in text.splitlines() if line.strip()][-1].strip()
       raise UserError(f"{head}: {last}") from e
     if isinstance(e, flags.UnrecognizedFlagError) and e.flagname.startswith("config."):
-      if _config_spec(argv) is None:
+      if invocation.config is None:
         raise UserError(f"--{e.flagname}: a config override needs --config first") from e
     line = text.splitlines()[0]
     if isinstance(e, flags.UnrecognizedFlagError):
       line += " (see pkdot --help, pkdot COMMAND --help)"
     raise UserError(line) from e
   except (AttributeError, KeyError, TypeError, ValueError) as e:  # from ConfigDict: an unknown override field
-    message = _unknown_override(argv)
+    message = _unknown_override(argv, invocation)
     raise UserError(message or f"bad config override: {type(e).__name__}: {e}") from e
 
 
