@@ -383,11 +383,12 @@ def main(root: str, group_keys: list[str] | None = None) -> str:
     add_training_subjects(root, rows)
     group_keys = ["training_subjects" if k == "data.val_fraction" else k for k in group_keys]
   table = sorted(summarize(rows, group_keys, metric), key=lambda e: _setting_order(tuple(e[k] for k in group_keys)))
-  parts = ["# Sweep summary", "", *provenance_lines(provenance(root)), "", format_table(table, group_keys, metric)]
+  prov = provenance(root)
+  parts = ["# Sweep summary", "", *provenance_lines(prov), "", format_table(table, group_keys, metric)]
   if "method" in group_keys and any(r.get("method") == CONTROL for r in rows):
     others = [k for k in group_keys if k != "method"]
     parts += ["", controlled_table(rows, others, metric)]
-    contrasts = provenance(root)["contrasts"]
+    contrasts = prov["contrasts"]
     if contrasts:
       parts += ["", contrast_table(rows, contrasts, metric)]
     if by_size:

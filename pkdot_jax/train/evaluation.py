@@ -30,7 +30,7 @@ def eval_program(stage_name: str, config, vmapped: bool, programs: Programs) -> 
     model, frozen_model = stage.models(config)
     fn = stage.evaluate(config, model, frozen_model)
     return parallel.over_members(fn, (0, 0, None)) if vmapped else jax.jit(fn)
-  key = [stage.eval_kind, stage.name, ckpt_lib.config_to_dict(config.model), vmapped]
+  key = [stage.name, ckpt_lib.config_to_dict(config.model), vmapped]
   return programs.get("eval", key, build)
 
 

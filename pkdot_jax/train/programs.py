@@ -79,9 +79,6 @@ class SavedVariables:
       self._entries[key] = jax.tree.map(np.asarray, ckpt_lib.load_variables(path))
     return self._entries[key]
 
-  def keys(self) -> list[tuple[str, int]]:
-    return list(self._entries)
-
 
 @dataclasses.dataclass
 class Context:

@@ -96,8 +96,8 @@ class Stage:
   grafts: `config -> tuple[Graft]`. frozen_modules: `config -> names` kept as initialised (zero updates).
   reads_teacher: the frozen teacher's variables are an input (state.frozen["teacher"]).
   select: `config -> (validation metric, "max" | "min")`.
-  evaluate: `(config, model, frozen model) -> fn(variables, frozen, batch) -> outputs`; stages with the same
-    `eval_kind` and model share one evaluation program.
+  evaluate: `(config, model, frozen model) -> fn(variables, frozen, batch) -> outputs` (one evaluation program
+    per stage, model config and member layout).
   teacher_side: runs in the (possibly shared) teacher workdir.
   init_from_teacher_visual: the model's input is the frozen teacher's visual embedding (the T-Net).
   """
@@ -107,7 +107,6 @@ class Stage:
   loss_key: Callable
   select: Callable
   evaluate: Callable
-  eval_kind: str
   teacher_side: bool
   reads_teacher: bool = False
   grafts: Callable = lambda config: ()
@@ -141,7 +140,7 @@ def _tnet_eval(config, model, teacher):
 
 def _pretrain(name: str, modality: Callable) -> Stage:
   return Stage(
-      name=name, teacher_side=True, eval_kind=name, select=_default_select, evaluate=_model_eval,
+      name=name, teacher_side=True, select=_default_select, evaluate=_model_eval,
       models=lambda config: (models.build_unimodal(config.model, modality(config.model)), None),
       loss=lambda config, model, teacher, losses: steps.supervised_loss(model, config.model.task),
       loss_key=lambda config, losses: {"multitask": False})
@@ -157,19 +156,19 @@ def _student_grafts(config) -> tuple[Graft, ...]:
 STAGES: Mapping[str, Stage] = types.MappingProxyType({stage.name: stage for stage in (
     _pretrain("pretrain_video", lambda mcfg: "video"),
     _pretrain("pretrain_privileged", lambda mcfg: mcfg.privileged),
-    Stage(name="teacher", teacher_side=True, eval_kind="model", select=_default_select, evaluate=_model_eval,
+    Stage(name="teacher", teacher_side=True, select=_default_select, evaluate=_model_eval,
           models=lambda config: (models.build_teacher(config.model), None),
           loss=lambda config, model, teacher, losses: steps.supervised_loss(
               model, config.model.task, mt_heads=bool(config.model.multitask)),
           loss_key=lambda config, losses: {"multitask": bool(config.model.multitask)},
           grafts=lambda config: (Graft("pretrain_video", ("visual_backbone",), optional=True),
                                  Graft("pretrain_privileged", ("privileged_backbone",), optional=True))),
-    Stage(name="tnet", teacher_side=True, eval_kind="tnet", reads_teacher=True, evaluate=_tnet_eval,
+    Stage(name="tnet", teacher_side=True, reads_teacher=True, evaluate=_tnet_eval,
           select=lambda config: ("tnet_mse", "min"), init_from_teacher_visual=True,
           models=lambda config: (models.build_tnet(config.model), models.build_teacher(config.model)),
           loss=lambda config, model, teacher, losses: steps.tnet_loss(model, teacher, config.tnet.objective),
           loss_key=lambda config, losses: {"objective": config.tnet.objective}),
-    Stage(name="student", teacher_side=False, eval_kind="model", reads_teacher=True, evaluate=_model_eval,
+    Stage(name="student", teacher_side=False, reads_teacher=True, evaluate=_model_eval,
           select=_default_select, grafts=_student_grafts,
           frozen_modules=lambda config: ("tnet",) if config.model.student.mode == "tnet_fusion" else (),
           models=lambda config: (models.build_student(config.model), models.build_teacher(config.model)),
