@@ -44,10 +44,12 @@ class ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
 class BadInputLog:
   """Collects bad inputs: raises at once (skip_bad=False) or counts them for the end-of-preparation report."""
 
-  def __init__(self, dataset: str, skip_bad: bool):
+  def __init__(self, dataset: str, skip_bad: bool, warn: bool = True):
     self.dataset = dataset
     self.skip_bad = skip_bad
+    self.warn = warn  # False: record without logging (`pkdot data check` prints the list itself)
     self.skipped: list[str] = []
+    self.problems: list[tuple[str, str]] = []  # (file, problem) of every recorded item
 
   def bad(self, path, problem: str, cause: BaseException | None = None) -> None:
     """Raises BadInputError("<path>: <problem>") unless skip_bad, in which case the item is recorded."""
@@ -55,8 +57,10 @@ class BadInputLog:
     if not self.skip_bad:
       raise BadInputError(f"{self.dataset}: {message} (set skip_bad=True to skip such items and count them)") \
           from cause
-    log.warning("%s: skipping %s", self.dataset, message)
+    if self.warn:
+      log.warning("%s: skipping %s", self.dataset, message)
     self.skipped.append(message)
+    self.problems.append((str(path), problem))
 
   def decode(self, path, what: str, fn: Callable[[], T]) -> T | None:
     """fn() (which decodes / parses the file `path`), or None after reporting '<path>: cannot decode <what>'.
@@ -80,7 +84,8 @@ class BadInputLog:
     text = f"{self.dataset}: skipped {len(self.skipped)} bad item(s): " + "; ".join(self.skipped[:20])
     if len(self.skipped) > 20:
       text += f"; ... ({len(self.skipped) - 20} more)"
-    log.warning(text)
+    if self.warn:
+      log.warning(text)
     return text
 
 

@@ -131,81 +131,108 @@ class Biovid(io_lib.ManualDownloadBuilder):
 
   def _split_generators(self, dl_manager):
     config: BiovidConfig = self.builder_config
-    root = _part_root(epath.Path(dl_manager.manual_dir), config.part)
-    self.record_source(dl_manager.manual_dir)
     bad = io_lib.BadInputLog("biovid", config.skip_bad)
-    samples = read_samples_csv(root / "samples.csv", config.levels, bad)
-    examples = []
-    for subject_name, level, sample_name in samples:
-      example = self._load_sample(root, subject_name, level, sample_name, bad)
-      if example is not None:
-        examples.append(example)
+    found = scan(dl_manager.manual_dir, config, bad)
+    self.record_source(dl_manager.manual_dir)
+    self.info.metadata.update({"physio_fs": FS, "physio_channels": list(config.channels),
+                               "subject_names": found.subject_names})
+    return {"train": self._generate_examples(found, bad)}
+
+  def _generate_examples(self, found: Scan, bad: io_lib.BadInputLog):
+    """Decodes and yields one sample at a time (a full-size set does not fit in memory decoded); records are
+    numbered as written. The subject list and the skipped list in info.metadata are set once all are written."""
+    config: BiovidConfig = self.builder_config
+    subject_ids = {name: i for i, name in enumerate(found.subject_names)}
+    subjects = []
+    for example in load_samples(found, config, bad):
+      index = len(subjects)
+      example.update(subject=subject_ids[example["subject_name"]], index=index, video_id=index)
+      subjects.append(example["subject"])
+      yield index, example
     self.skipped_report = bad.report()
-    if not examples:
-      raise io_lib.BadInputError(f"biovid: no usable samples under {root} ({self.skipped_report})")
-    subject_names = sorted({e["subject_name"] for e in examples})
-    subject_ids = {name: i for i, name in enumerate(subject_names)}
-    for i, example in enumerate(examples):
-      example.update(subject=subject_ids[example["subject_name"]], index=i, video_id=i)
-    self.info.metadata.update({
-        "physio_fs": FS, "physio_channels": list(config.channels), "subject_names": subject_names,
-        "subject": {"train": [e["subject"] for e in examples]}, "skipped": list(bad.skipped),
-    })
-    return {"train": self._generate_examples(examples)}
+    if not subjects:
+      raise io_lib.BadInputError(f"biovid: no usable samples under {found.root} ({self.skipped_report})")
+    self.info.metadata["subject"] = {"train": subjects}
+    self.info.metadata["skipped"] = list(bad.skipped)
 
-  def _generate_examples(self, examples):
-    for example in examples:
-      yield example["index"], example
 
-  def _load_sample(self, root, subject_name, level, sample_name, bad):
-    config: BiovidConfig = self.builder_config
-    bio_path = root / f"biosignals_{config.biosignals}" / subject_name / f"{sample_name}_bio.csv"
-    physio = read_bio_csv(bio_path, config.channels, config.window_length, bad)
-    if physio is None:
+class Scan(NamedTuple):
+  """What a manual download lists for one config: the part folder, the samples of the configured classes that
+  samples.csv names without a problem (subject_name, level, sample_name), and their sorted subject names (the
+  subject ids of the prepared set are positions in this list)."""
+  root: epath.Path
+  samples: list[tuple[str, int, str]]
+  subject_names: list[str]
+
+
+def scan(manual_dir, config: BiovidConfig, bad: io_lib.BadInputLog) -> Scan:
+  """Finds the part folder and reads its samples.csv (no media yet): the first half of what the builder and
+  `pkdot data check` share. A missing samples.csv or sample_name column raises BadInputError; bad rows go to
+  `bad`."""
+  root = _part_root(epath.Path(manual_dir), config.part)
+  samples = read_samples_csv(root / "samples.csv", config.levels, bad)
+  return Scan(root, samples, sorted({subject for subject, _, _ in samples}))
+
+
+def load_samples(found: Scan, config: BiovidConfig, bad: io_lib.BadInputLog):
+  """Reads and decodes the scanned samples one at a time, yielding each usable example (without its subject /
+  index fields); a bad file is reported through `bad`. The second half of what the builder and the check share."""
+  for subject_name, level, sample_name in found.samples:
+    example = load_sample(found.root, config, subject_name, level, sample_name, bad)
+    if example is not None:
+      yield example
+
+
+def load_sample(root, config: BiovidConfig, subject_name: str, level: int, sample_name: str,
+                bad: io_lib.BadInputLog) -> dict | None:
+  """One sample's example fields (video, physio, labels, names), or None after reporting its bad file."""
+  bio_path = root / f"biosignals_{config.biosignals}" / subject_name / f"{sample_name}_bio.csv"
+  physio = read_bio_csv(bio_path, config.channels, config.window_length, bad)
+  if physio is None:
+    return None
+  video = _load_frames(root, config, subject_name, sample_name, bad)
+  if video is None:
+    return None
+  return {"video": video, "physio": physio, "label": config.levels.index(level), "pain_level": level,
+          "subject_name": subject_name, "sample_name": sample_name}
+
+
+def _load_frames(root, config: BiovidConfig, subject_name, sample_name, bad):
+  size = (config.height, config.width)
+  frame_dir = root / "frames" / subject_name / sample_name
+  video_path = root / "video" / subject_name / f"{sample_name}.mp4"
+  if frame_dir.is_dir():
+    files = sorted(frame_dir.glob("img_*.jpg"))
+    if len(files) < config.num_frames:
+      expected = "" if files else " (frames are named img_00001.jpg, img_00002.jpg, ...)"
+      bad.bad(frame_dir, f"clip has {len(files)} frames, fewer than num_frames={config.num_frames}{expected}")
       return None
-    video = self._load_frames(root, subject_name, sample_name, bad)
-    if video is None:
-      return None
-    return {"video": video, "physio": physio, "label": config.levels.index(level), "pain_level": level,
-            "subject_name": subject_name, "sample_name": sample_name}
-
-  def _load_frames(self, root, subject_name, sample_name, bad):
-    config: BiovidConfig = self.builder_config
-    size = (config.height, config.width)
-    frame_dir = root / "frames" / subject_name / sample_name
-    video_path = root / "video" / subject_name / f"{sample_name}.mp4"
-    if frame_dir.is_dir():
-      files = sorted(frame_dir.glob("img_*.jpg"))
-      if len(files) < config.num_frames:
-        expected = "" if files else " (frames are named img_00001.jpg, img_00002.jpg, ...)"
-        bad.bad(frame_dir, f"clip has {len(files)} frames, fewer than num_frames={config.num_frames}{expected}")
+    frames, first = [], None
+    for i in transforms.frame_indices(len(files), config.num_frames):
+      decoded = bad.decode(files[i], "JPEG frame", lambda f=files[i]: media.read_image_and_size(f, size))
+      if decoded is None:
         return None
-      frames, first = [], None
-      for i in transforms.frame_indices(len(files), config.num_frames):
-        decoded = bad.decode(files[i], "JPEG frame", lambda f=files[i]: media.read_image_and_size(f, size))
-        if decoded is None:
-          return None
-        image, original = decoded
-        if first is None:
-          first = (files[i].name, original)
-        elif original != first[1]:
-          bad.bad(files[i], f"frame is {original[1]}x{original[0]} (width x height) but {first[0]} of the same "
-                  f"clip is {first[1][1]}x{first[1][0]}")
-          return None
-        frames.append(image)
-      return np.stack(frames)
-    if not video_path.exists():
-      bad.bad(video_path, f"missing (neither it nor the frames folder {frame_dir} exists)")
-      return None
-    count = bad.decode(video_path, "video", lambda: media.count_video_frames(video_path))
-    if count is None:
-      return None
-    if count < config.num_frames:
-      bad.bad(video_path, f"clip has {count} frames, fewer than num_frames={config.num_frames}")
-      return None
-    decoded = bad.decode(video_path, "video", lambda: media.read_video_frames(
-        video_path, transforms.frame_indices(count, config.num_frames), size))
-    return None if decoded is None else decoded[0]
+      image, original = decoded
+      if first is None:
+        first = (files[i].name, original)
+      elif original != first[1]:
+        bad.bad(files[i], f"frame is {original[1]}x{original[0]} (width x height) but {first[0]} of the same "
+                f"clip is {first[1][1]}x{first[1][0]}")
+        return None
+      frames.append(image)
+    return np.stack(frames)
+  if not video_path.exists():
+    bad.bad(video_path, f"missing (neither it nor the frames folder {frame_dir} exists)")
+    return None
+  count = bad.decode(video_path, "video", lambda: media.count_video_frames(video_path))
+  if count is None:
+    return None
+  if count < config.num_frames:
+    bad.bad(video_path, f"clip has {count} frames, fewer than num_frames={config.num_frames}")
+    return None
+  decoded = bad.decode(video_path, "video", lambda: media.read_video_frames(
+      video_path, transforms.frame_indices(count, config.num_frames), size))
+  return None if decoded is None else decoded[0]
 
 
 def _find_part_root(manual_dir: epath.Path, part: str) -> epath.Path | None:
