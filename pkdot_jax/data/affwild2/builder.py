@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -120,130 +121,157 @@ class Affwild2(io_lib.ManualDownloadBuilder):
 
   def _split_generators(self, dl_manager):
     config: Affwild2Config = self.builder_config
-    if config.target not in ("last", "every"):
-      raise ValueError(f"target must be 'last' or 'every', got {config.target!r}")
-    manual = pathlib.Path(os.fspath(dl_manager.manual_dir))  # local files; epath has no recursive glob
-    annotation_roots, raw_videos = _find_inputs(manual)
-    if not annotation_roots:
-      raise io_lib.BadInputError(f"affwild2: no VA_Estimation_Challenge folder under {manual}; expected layout:"
-                                 f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
-    self.record_source(manual)
-    frames_root = manual / "cropped_aligned"
     bad = io_lib.BadInputLog("affwild2", config.skip_bad)
-    splits = {}
-    for split, folder in _SPLITS.items():
-      clips = []
-      if not (annotation_roots[0] / folder).is_dir():
-        raise io_lib.BadInputError(f"affwild2: no {folder} folder in {annotation_roots[0]} (split {split!r})")
-      names = sorted(p.stem for p in (annotation_roots[0] / folder).glob("*.txt"))
-      for video_id, name in enumerate(names):
-        labels = read_annotation(annotation_roots[0] / folder / f"{name}.txt", bad)
-        if labels is None:
-          continue
-        base = name.removesuffix("_left").removesuffix("_right")
-        if base not in raw_videos:
-          bad.bad(manual / "videos" / f"{base}.mp4", f"raw video (audio of {name}) missing")
-          continue
-        clips.extend(self._video_clips(name, video_id, labels, frames_root / name, raw_videos[base], bad))
-      if not clips:
-        raise io_lib.BadInputError(f"affwild2: no usable clips in split {split!r} ({bad.report()})")
-      splits[split] = clips
+    found = scan(dl_manager.manual_dir, config, bad)
+    self.record_source(found.manual)
     self.info.metadata.update({"audio_fs": config.audio_fs, "subject": {}, "skipped": list(bad.skipped)})
-    return {split: self._generate_examples(split, clips, frames_root, bad) for split, clips in splits.items()}
-
-  def _video_clips(self, name, video_id, labels, frame_dir, raw_video, bad):
-    """Clip descriptors (no pixels yet) of one video."""
-    config: Affwild2Config = self.builder_config
-    t = config.num_frames
-    available = {int(p.stem) for p in frame_dir.glob("*.jpg") if p.stem.isdigit()} if frame_dir.is_dir() else set()
-    if not available:
-      bad.bad(frame_dir, "no cropped_aligned frames" + ("" if frame_dir.is_dir() else " (no such folder)"))
-      return []
-    labelled = np.flatnonzero((labels != NO_LABEL).all(axis=1)) + 1  # 1-based frame numbers
-    ends = [f for f in labelled if f in available and f >= t][:: config.clip_stride]
-    return [{"video_name": name, "video_id": video_id, "subject": video_id, "frame": int(f),
-             "raw_video": os.fspath(raw_video), "labels": labels, "available": available} for f in ends]
+    return {split: self._generate_examples(split, clips, found.frames_root, bad)
+            for split, clips in found.clips.items()}
 
   def _generate_examples(self, split, clips, frames_root, bad):
-    """Decodes and yields the clips; a clip whose crop or raw video does not decode is skipped under skip_bad.
-
-    Records are numbered as written (record i has index i); the per-split subject list and the skipped list in
-    info.metadata are set once the split is written (tfds writes the metadata after all splits).
-    """
-    config: Affwild2Config = self.builder_config
-    t = config.num_frames
-    size = (config.height, config.width)
-    track_of, failed = {}, set()  # raw video -> (audio, fps), for the current video only; files that failed
+    """Yields the decoded clips, numbered as written (record i has index i); the per-split subject list and the
+    skipped list in info.metadata are set once the split is written (tfds writes the metadata after all
+    splits)."""
     subjects = []
-    for clip in clips:
-      raw = clip["raw_video"]
-      if raw in failed:
-        continue
-      if raw not in track_of:
-        track_of.clear()  # clips are grouped by video: keep one decoded track
-        track = bad.decode(raw, "raw video audio track", lambda: (
-            media.read_audio(raw, config.audio_fs), media.video_fps(raw, config.nominal_fps)))
-        if track is None:
-          failed.add(raw)
-          continue
-        track_of[raw] = track
-      audio, fps = track_of[raw]
-      video = self._clip_frames(clip, frames_root / clip["video_name"], size, bad, failed)
-      if video is None:
-        continue
-      last = clip["frame"]
-      numbers = np.arange(last - t + 1, last + 1)
-      end_sample = int(round(last / fps * config.audio_fs))
-      window = np.zeros(config.audio_length, np.float32)
-      start = end_sample - config.audio_length
-      lo, hi = max(start, 0), min(end_sample, audio.size)
-      if hi > lo:
-        window[lo - start:hi - start] = audio[lo:hi]
-      labels = clip["labels"][numbers - 1]
-      index = len(subjects)
-      example = {"video": video, "audio": window, "video_id": clip["video_id"],
-                 "subject": clip["subject"], "frame": last, "index": index,
-                 "video_name": clip["video_name"]}
-      if config.target == "last":
-        example["valence_arousal"] = labels[-1].astype(np.float32)
-      else:
-        mask = (labels != NO_LABEL).all(axis=1)
-        example["valence_arousal"] = np.where(mask[:, None], labels, 0.0).astype(np.float32)
-        example["va_mask"] = mask
-      subjects.append(clip["subject"])
-      yield index, example
+    for example in load_clips(clips, frames_root, self.builder_config, bad):
+      example["index"] = len(subjects)
+      subjects.append(example["subject"])
+      yield example["index"], example
     self.skipped_report = bad.report()
     if not subjects:
       raise io_lib.BadInputError(f"affwild2: no usable clips in split {split!r} ({self.skipped_report})")
     self.info.metadata["subject"][split] = subjects
     self.info.metadata["skipped"] = list(bad.skipped)
 
-  def _clip_frames(self, clip, frame_dir, size, bad, failed):
-    """(T, H, W, 3) crops of one clip (a missing crop repeats the previous one), or None if one is bad."""
-    t = self.builder_config.num_frames
-    frames, decoded, first = [], {}, None
-    for number in range(clip["frame"] - t + 1, clip["frame"] + 1):
-      # The nearest available crop at or before this frame (stops at the first hit), else the clip's first.
-      chosen = next((n for n in range(number, 0, -1) if n in clip["available"]), None)
-      chosen = min(clip["available"]) if chosen is None else chosen
-      path = frame_dir / f"{chosen:05d}.jpg"
-      if path in failed:
+
+class Scan(NamedTuple):
+  """What a manual download holds for one config, before any pixel or audio is decoded: the manual dir, the
+  cropped_aligned folder and, per split, the clip descriptors (video, last frame, labels, raw video)."""
+  manual: pathlib.Path
+  frames_root: pathlib.Path
+  clips: dict[str, list[dict]]
+
+
+def scan(manual_dir, config: Affwild2Config, bad: io_lib.BadInputLog) -> Scan:
+  """Finds the annotation folder and raw videos, reads every annotation and lists the clips of each split: the
+  first half of what the builder and `pkdot data check` share. No annotation folder, a missing split folder or a
+  split without a usable clip raise BadInputError; a bad annotation / missing video or crops go to `bad`."""
+  if config.target not in ("last", "every"):
+    raise ValueError(f"target must be 'last' or 'every', got {config.target!r}")
+  manual = pathlib.Path(os.fspath(manual_dir))  # local files; epath has no recursive glob
+  annotation_roots, raw_videos = _find_inputs(manual)
+  if not annotation_roots:
+    raise io_lib.BadInputError(f"affwild2: no VA_Estimation_Challenge folder under {manual}; expected layout:"
+                               f"{Affwild2.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+  frames_root = manual / "cropped_aligned"
+  splits = {}
+  for split, folder in _SPLITS.items():
+    clips = []
+    if not (annotation_roots[0] / folder).is_dir():
+      raise io_lib.BadInputError(f"affwild2: no {folder} folder in {annotation_roots[0]} (split {split!r})")
+    names = sorted(p.stem for p in (annotation_roots[0] / folder).glob("*.txt"))
+    for video_id, name in enumerate(names):
+      annotation = annotation_roots[0] / folder / f"{name}.txt"
+      labels = read_annotation(annotation, bad)
+      if labels is None:
+        continue
+      base = name.removesuffix("_left").removesuffix("_right")
+      if base not in raw_videos:
+        bad.bad(manual / "videos" / f"{base}.mp4", f"raw video (audio of {name}) missing")
+        continue
+      clips.extend(_video_clips(config, name, video_id, labels, annotation, frames_root / name,
+                                raw_videos[base], bad))
+    if not clips:
+      raise io_lib.BadInputError(f"affwild2: no usable clips in split {split!r} ({bad.report()})")
+    splits[split] = clips
+  return Scan(manual, frames_root, splits)
+
+
+def _video_clips(config: Affwild2Config, name, video_id, labels, annotation, frame_dir, raw_video, bad):
+  """Clip descriptors (no pixels yet) of one video; [] after reporting missing crops or an annotation with fewer
+  lines than the video has frames (a crop numbered past its last line)."""
+  t = config.num_frames
+  available = {int(p.stem) for p in frame_dir.glob("*.jpg") if p.stem.isdigit()} if frame_dir.is_dir() else set()
+  if not available:
+    bad.bad(frame_dir, "no cropped_aligned frames" + ("" if frame_dir.is_dir() else " (no such folder)"))
+    return []
+  if max(available) > len(labels):
+    bad.bad(annotation, f"{len(labels)} frame lines, but {frame_dir} has a crop of frame {max(available)} "
+            "(one line per video frame expected: a truncated or mismatched annotation?)")
+    return []
+  labelled = np.flatnonzero((labels != NO_LABEL).all(axis=1)) + 1  # 1-based frame numbers
+  ends = [f for f in labelled if f in available and f >= t][:: config.clip_stride]
+  return [{"video_name": name, "video_id": video_id, "subject": video_id, "frame": int(f),
+           "raw_video": os.fspath(raw_video), "labels": labels, "available": available} for f in ends]
+
+
+def load_clips(clips: list[dict], frames_root: pathlib.Path, config: Affwild2Config, bad: io_lib.BadInputLog):
+  """Decodes the scanned clips of one split one at a time, yielding each usable example (without "index"); a
+  clip whose crop or raw video does not decode is reported through `bad`. The second half of what the builder
+  and the check share."""
+  t = config.num_frames
+  size = (config.height, config.width)
+  track_of, failed = {}, set()  # raw video -> (audio, fps), for the current video only; files that failed
+  for clip in clips:
+    raw = clip["raw_video"]
+    if raw in failed:
+      continue
+    if raw not in track_of:
+      track_of.clear()  # clips are grouped by video: keep one decoded track
+      track = bad.decode(raw, "raw video audio track", lambda: (
+          media.read_audio(raw, config.audio_fs), media.video_fps(raw, config.nominal_fps)))
+      if track is None:
+        failed.add(raw)
+        continue
+      track_of[raw] = track
+    audio, fps = track_of[raw]
+    video = _clip_frames(t, clip, frames_root / clip["video_name"], size, bad, failed)
+    if video is None:
+      continue
+    last = clip["frame"]
+    end_sample = int(round(last / fps * config.audio_fs))
+    window = np.zeros(config.audio_length, np.float32)
+    start = end_sample - config.audio_length
+    lo, hi = max(start, 0), min(end_sample, audio.size)
+    if hi > lo:
+      window[lo - start:hi - start] = audio[lo:hi]
+    labels = clip["labels"][np.arange(last - t + 1, last + 1) - 1]
+    example = {"video": video, "audio": window, "video_id": clip["video_id"], "subject": clip["subject"],
+               "frame": last, "video_name": clip["video_name"]}
+    if config.target == "last":
+      example["valence_arousal"] = labels[-1].astype(np.float32)
+    else:
+      mask = (labels != NO_LABEL).all(axis=1)
+      example["valence_arousal"] = np.where(mask[:, None], labels, 0.0).astype(np.float32)
+      example["va_mask"] = mask
+    yield example
+
+
+def _clip_frames(t, clip, frame_dir, size, bad, failed):
+  """(T, H, W, 3) crops of one clip (a missing crop repeats the previous one), or None if one is bad."""
+  frames, decoded, first = [], {}, None
+  for number in range(clip["frame"] - t + 1, clip["frame"] + 1):
+    # The nearest available crop at or before this frame (stops at the first hit), else the clip's first.
+    chosen = next((n for n in range(number, 0, -1) if n in clip["available"]), None)
+    chosen = min(clip["available"]) if chosen is None else chosen
+    path = frame_dir / f"{chosen:05d}.jpg"
+    if path in failed:
+      return None
+    if chosen not in decoded:
+      result = bad.decode(path, "JPEG crop", lambda: media.read_image_and_size(path, size))
+      if result is None:
+        failed.add(path)
         return None
-      if chosen not in decoded:
-        result = bad.decode(path, "JPEG crop", lambda: media.read_image_and_size(path, size))
-        if result is None:
-          failed.add(path)
-          return None
-        decoded[chosen] = result
-        if first is None:
-          first = (path.name, result[1])
-        elif result[1] != first[1]:
-          bad.bad(path, f"crop is {result[1][1]}x{result[1][0]} (width x height) but {first[0]} of the same clip "
-                  f"is {first[1][1]}x{first[1][0]}")
-          failed.add(path)
-          return None
-      frames.append(decoded[chosen][0])
-    return np.stack(frames)
+      decoded[chosen] = result
+      if first is None:
+        first = (path.name, result[1])
+      elif result[1] != first[1]:
+        bad.bad(path, f"crop is {result[1][1]}x{result[1][0]} (width x height) but {first[0]} of the same clip "
+                f"is {first[1][1]}x{first[1][0]}")
+        failed.add(path)
+        return None
+    frames.append(decoded[chosen][0])
+  return np.stack(frames)
 
 
 def _find_inputs(manual: pathlib.Path) -> tuple[list[pathlib.Path], dict[str, pathlib.Path]]:
