@@ -5,6 +5,7 @@ Commands (`pkdot --help` lists them, `pkdot COMMAND --help` or `pkdot help COMMA
   demo     the main job on the embedded synthetic dataset: teacher, T-Net and every distillation method
   sweep    an ablation grid, one workdir per run, resumable and shardable
   report   rebuild tables and plots from a sweep or demo workdir
+  data     `pkdot data check`: what the builder will find in a manual download, before preparing it
 
 Errors. A *user error* prints one line, `pkdot: error: ...`, to stderr and exits with status 2; `--debug` (or the
 environment variable PKDOT_DEBUG=1) prints the full traceback instead. User errors are:
@@ -33,7 +34,7 @@ import traceback
 from absl import app, flags
 from ml_collections import config_flags
 
-COMMANDS = ("train", "demo", "sweep", "report")
+COMMANDS = ("train", "demo", "sweep", "report", "data")
 HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml")
 EXIT_USER_ERROR = 2
 
@@ -102,10 +103,18 @@ _COMMAND_HELP = {
         ["pkdot report WORKDIR"],
         "Reads the finished runs' files under WORKDIR and writes summary.md, summary.csv and plots there.",
         (("workdir", "The sweep or demo root (same as the positional WORKDIR)."), "debug")),
+    "data": (
+        "`pkdot data check`: what the builder will find in a manual download, before preparing it",
+        ["pkdot data check --config=NAME[:variant] --config.data.manual_dir=DIR [--config.FIELD=VALUE ...]"],
+        "Reads the download the way the builder will and prints the subjects, samples per class and per split of "
+        "the configured folds, every file that would be skipped or refused with the reason, and the size the "
+        "prepared set will take. Writes nothing. Exit status 0 only when the set can be built as configured.",
+        ("config", "debug")),
 }
 # Flags that belong to one command only: passing them to another is an error, not silently ignored.
 _COMMAND_ONLY = {"config": "train", "stages": "train", "quick": "demo", "all": "demo", "methods": "demo",
                  "sweep": "sweep", "shard": "sweep"}
+_CONFIG_COMMANDS = ("train", "data")  # the commands that take --config and its --config.FIELD overrides
 
 
 def _flag_names(command: str) -> list[str]:
@@ -140,7 +149,7 @@ def command_help(command: str) -> str:
   summary, usages, description, entries = _COMMAND_HELP[command]
   lines = [f"pkdot {command}: {summary}", "", "usage:"] + [f"  {u}" for u in usages]
   lines += ["", _wrap(description, 0), "", "flags:"] + [_render_flag(e) for e in entries]
-  if command == "train":
+  if command in _CONFIG_COMMANDS:
     lines += ["  --config.FIELD=VALUE", _wrap("Override one field of the config (after --config), e.g. "
                                               "--config.model.dtype=bfloat16 --config.batch_size=32.", 6)]
   return "\n".join(lines) + "\n"
@@ -259,12 +268,12 @@ def _parse_flags(argv: list[str], invocation: _Invocation) -> list[str]:
 # ------------------------------------------------------------------------------------------------- checks
 def _check_flags(command: str) -> None:
   for name, owner in _COMMAND_ONLY.items():
-    if owner != command and FLAGS[name].present:
+    if owner != command and FLAGS[name].present and not (name == "config" and command in _CONFIG_COMMANDS):
       raise UserError(f"--{name} is a flag of `pkdot {owner}`, not of `pkdot {command}` (see pkdot {command} --help)")
-  if command != "train":
+  if command not in _CONFIG_COMMANDS:
     overrides = [n for n in FLAGS if n.startswith("config.") and FLAGS[n].present]
     if overrides:
-      raise UserError(f"--{overrides[0]}: config overrides apply to `pkdot train` only")
+      raise UserError(f"--{overrides[0]}: config overrides apply to `pkdot train` and `pkdot data check` only")
 
 
 # ----------------------------------------------------------------------------------------------------- main
@@ -276,7 +285,7 @@ def main(argv: list[str], invocation: _Invocation | None = None) -> None:
   command = positional[0] if positional else "train"
   if command not in COMMANDS:
     raise UserError(f"unknown command {command!r}; commands are {', '.join(COMMANDS)} (see pkdot --help)")
-  extra = positional[2:] if command == "report" else positional[1:]
+  extra = positional[2:] if command in ("report", "data") else positional[1:]
   if extra:
     raise UserError(f"unexpected argument {extra[0]!r} for `pkdot {command}` (see pkdot {command} --help)")
   _check_flags(command)
@@ -291,6 +300,9 @@ def main(argv: list[str], invocation: _Invocation | None = None) -> None:
       raise UserError(f"--sweep={FLAGS.sweep}: no such file")
   if command == "report" and (positional[1] if len(positional) > 1 else FLAGS.workdir) is None:
     raise UserError("report needs a workdir: pkdot report WORKDIR")
+  if command == "data":
+    _data_command(positional[1:], invocation)
+    return
 
   num_processes = FLAGS.num_processes or int(os.environ.get("PKDOT_NUM_PROCESSES", "1"))
   if FLAGS.compilation_cache and num_processes > 1:
@@ -327,6 +339,18 @@ def main(argv: list[str], invocation: _Invocation | None = None) -> None:
     from pkdot_jax.study import report
     invocation.running = True
     report.main(workdir)
+
+
+def _data_command(args: list[str], invocation: _Invocation) -> None:
+  """`pkdot data check`: the report on stdout; a set that cannot be built ends in one error line (exit 2)."""
+  if args[:1] != ["check"]:
+    got = f"got {args[0]!r}" if args else "none given"
+    raise UserError(f"`pkdot data` needs the subcommand check ({got}; see pkdot data --help)")
+  if FLAGS.config is None:
+    raise UserError("data check needs --config (see pkdot data --help)")
+  from pkdot_jax.data import check
+  invocation.running = True
+  check.run(FLAGS.config, progress=lambda text: print(f"pkdot data check: {text}", file=sys.stderr, flush=True))
 
 
 # --------------------------------------------------------------------------------------------- error report
