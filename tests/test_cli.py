@@ -11,7 +11,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMANDS = ("train", "demo", "sweep", "report")
+COMMANDS = ("train", "demo", "sweep", "report", "data")
 
 
 def pkdot(*args, env=None, code=None, timeout=180):
@@ -52,6 +52,7 @@ OWN_FLAGS = {
     "demo": ["--[no]quick", "--methods=", "--workdir=", "--compilation_cache=", "--num_processes="],
     "sweep": ["--sweep=", "--workdir=", "--shard=", "--compilation_cache=", "--process_id="],
     "report": ["--workdir=", "pkdot report WORKDIR"],
+    "data": ["--config=", "--config.FIELD=VALUE", "pkdot data check", "--[no]debug"],
 }
 
 
@@ -60,6 +61,7 @@ NOT_THEIRS = {
     "demo": ["--config=", "--stages=", "--sweep=", "--shard="],
     "sweep": ["--config=", "--stages=", "--[no]quick", "--methods="],
     "report": ["--config=", "--stages=", "--[no]quick", "--sweep=", "--compilation_cache=", "--num_processes="],
+    "data": ["--workdir=", "--stages=", "--[no]quick", "--sweep=", "--compilation_cache="],
 }
 
 
@@ -113,6 +115,11 @@ def test_help_combinations_show_train_help(args):
     (["sweep", "--workdir=w"], ["--sweep"]),
     (["sweep", "--sweep=no/such/sweep.py", "--workdir=w"], ["no/such/sweep.py"]),
     (["train", "extra_arg", "--config=synthetic", "--workdir=w"], ["extra_arg"]),
+    (["data", "--config=biovid_binary"], ["`pkdot data` needs the subcommand check"]),
+    (["data", "check"], ["data check needs --config"]),
+    (["data", "check", "--config=synthetic:smoke"], ["generated, not downloaded"]),
+    (["data", "check", "--config=biovid_binary"], ["--config.data.manual_dir"]),
+    (["data", "check", "--stages=teacher", "--config=biovid_binary"], ["--stages"]),
 ])
 def test_user_errors_are_one_line(args, fragments, tmp_path):
   proc = pkdot(*[a.replace("=w", f"={tmp_path / 'w'}") for a in args])

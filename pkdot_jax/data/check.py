@@ -173,34 +173,33 @@ def report(config, found: Found) -> tuple[list[str], list[str]]:
   dcfg = config.data
   builder_config = _builder_config(dcfg)
   lines = [f"dataset {dcfg.name}, builder config {builder_config.name}, manual dir {dcfg.manual_dir}"]
-  errors = []
+  errors = [] if found.fatal is None else [found.fatal]
+  skip_bad = bool(builder_config.skip_bad)
+  if found.problems and not skip_bad:
+    errors.append(f"{len(found.problems)} bad file(s), the first {found.problems[0][0]}: {found.problems[0][1]}")
   for name, split in found.splits.items():
-    subjects = len(set(split.names))
     what = "subjects" if dcfg.name == "biovid" else "videos"
-    lines.append(f"{name}: {subjects} {what}, {len(split.subjects)} usable of {found.listed[name]} listed samples")
+    lines.append(f"{name}: {len(set(split.names))} {what}, {len(split.subjects)} usable of {found.listed[name]} "
+                 "listed samples")
     if found.class_names:
       lines.append(f"  samples per class: {_count(split.labels, found.class_names)}")
     if not split.subjects:
       errors.append(f"no usable samples in split {name!r}")
-  if found.fatal is None and not errors:
+  if found.fatal is None and all(split.subjects for split in found.splits.values()):
     try:
       lines += fold_lines(config, found)
     except ValueError as error:
       errors.append(f"the configured folds cannot be made: {error}")
-  skip_bad = bool(builder_config.skip_bad)
   if found.problems:
     effect = ("skipped (skip_bad=True)" if skip_bad else
               "refused: the build stops at the first (skip_bad=False; set skip_bad=True in config.data.overrides "
               "to skip them)")
     lines.append(f"bad files: {len(found.problems)}, {effect}:")
     lines += [f"  {path}: {problem}" for path, problem in found.problems]
-    if not skip_bad:
-      errors.append(f"{len(found.problems)} bad file(s), the first {found.problems[0][0]}: {found.problems[0][1]}")
   else:
     lines.append("bad files: none")
   if found.fatal is not None:
     lines.append(f"refused: {found.fatal}")
-    errors.insert(0, found.fatal)
   total = sum(len(s.subjects) * float(np.mean(s.sizes)) for s in found.splits.values() if s.sizes)
   sampled = sum(len(s.sizes) for s in found.splits.values())
   if sampled:
