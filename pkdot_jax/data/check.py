@@ -151,9 +151,9 @@ def fold_lines(config, found: Found) -> list[str]:
            f"fold_seed {dcfg.fold_seed}" + (", select_on_test (val = test)" if select_on_test else "") +
            f"; the configured fold is {dcfg.fold} (*)"]
   for k, (train_idx, val_idx, test_idx) in enumerate(folds):
-    if select_on_test:
-      train_idx, val_idx = np.sort(np.concatenate([train_idx, val_idx])), np.zeros(0, np.int64)
     parts = [("train", train_idx), ("val", val_idx), ("test", test_idx)]
+    if select_on_test:  # the trainer's select_on_test: validation goes back into training, selection on test
+      parts = [("train", np.sort(np.concatenate([train_idx, val_idx]))), ("val = test", test_idx)]
     mark = "*" if k == dcfg.fold else " "
     lines.append(f" {mark}fold {k}: " + " | ".join(f"{n} {_describe(split, i, found.class_names)}"
                                                    for n, i in parts))
