@@ -42,7 +42,8 @@ def main(argv=None):
   seconds = time.perf_counter() - start
   print(json.dumps({
       "config": args.config, "train_clips": len(data.train), "batches": count, "batch_size": args.batch_size,
-      "workers": config.data.worker_count, "video": list(first["video"].shape), "video_dtype": str(first["video"].dtype),
+      "workers": config.data.worker_count, "video": list(first["video"].shape),
+      "video_dtype": str(first["video"].dtype),
       "physio": list(first["physio"].shape), "clips_per_s": round(clips / seconds, 1), "epoch_s": round(seconds, 1),
       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
 
