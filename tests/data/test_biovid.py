@@ -214,3 +214,17 @@ def test_stale_prepared_set_is_refused(tmp_path, caplog):
   with caplog.at_level("WARNING"):
     assert len(biovid.prepare(tmp_path / "data2", tmp_path / "copy", "binary", **SMALL)["train"]) == 4
   assert "no longer holds the input files" in caplog.text
+
+
+def test_a_bad_sample_met_while_writing_leaves_no_prepared_set(tmp_path):
+  """Samples are decoded while the records are written: a bad one in the middle stops the build without leaving a
+  half-written set that a later call would reuse; once the file is fixed the same call builds all of them."""
+  part = fakes.write_biovid(tmp_path / "manual", layout="frames", num_frames=6)
+  frame = part / "frames/080309_m_29/080309_m_29-PA4-002/img_00001.jpg"  # the last sample of samples.csv
+  intact = frame.read_bytes()
+  fakes.truncate(frame, 0.5)
+  with pytest.raises(io_lib.BadInputError, match="080309_m_29-PA4-002/img_00001.jpg: cannot decode JPEG frame"):
+    biovid.prepare(tmp_path / "data", tmp_path / "manual", "binary", **SMALL)
+  assert not list((tmp_path / "data").rglob("*array_record*"))
+  frame.write_bytes(intact)
+  assert len(biovid.prepare(tmp_path / "data", tmp_path / "manual", "binary", **SMALL)["train"]) == 12

@@ -15,13 +15,15 @@ Frames whose crop is missing repeat the previous available crop. The audio windo
 clip's time span [start of first frame, end of last frame] using the raw video's frame rate; it is zero-padded at
 the recording edges and has a fixed length round(num_frames / nominal_fps * audio_fs).
 
-Bad inputs (an unreadable or malformed annotation, missing crops or raw video, a crop or raw video that does not
-decode, a raw video without audio, crops of different sizes within a clip) raise a BadInputError naming the file
+Bad inputs (an unreadable or malformed annotation, an annotation with fewer lines than the video has crops, missing
+crops or raw video, a crop or raw video that does not decode, a raw video without audio, crops of different sizes
+within a clip) raise a BadInputError naming the file
 (and line and field where one applies); with skip_bad=True the annotation / video is skipped, or for a bad crop
 the clips that need it, and the file is listed in info.metadata["skipped"]. Crops and audio are decoded while
 the records are written, so those checks happen then.
 
 A prepared set records its source in info.metadata["source"] and is not reused for another one (see `prepare`).
+`scan` (annotations, raw videos, clip descriptors) and `load_clips` (decoding) are shared with `pkdot data check`.
 
 Splits: the official "train" (Train_Set) and "validation" (Validation_Set). Fields: video uint8 (T, H, W, 3),
 audio float32 (La,), valence_arousal float32, [va_mask bool (T,)], video_id int32 (per split, sorted video

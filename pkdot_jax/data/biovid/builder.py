@@ -25,6 +25,10 @@ Bad inputs (unreadable, malformed or contradictory rows, missing files, undecoda
 recordings, NaN/Inf) raise a BadInputError naming the file (and line and field where one applies); with
 skip_bad=True the sample is skipped instead and listed in info.metadata["skipped"].
 
+Reading is split in two functions that `pkdot data check` (pkdot_jax/data/check.py) shares with the builder:
+`scan` (the part folder and samples.csv) and `load_samples` (each listed sample's physio and frames, decoded one at
+a time while the records are written, so that memory does not grow with the set).
+
 A prepared set records its source (absolute manual dir, a digest of the input files' relative paths and sizes,
 the config options) in info.metadata["source"]; preparing again into the same data_dir and config from another
 source is refused (see `prepare`).
