@@ -53,7 +53,7 @@ def configured(cfg: ml_collections.ConfigDict) -> dict[str, str]:
   return out
 
 
-def _target(cfg: ml_collections.ConfigDict, name: str) -> dict[str, Any]:
+def backbone_target(cfg: ml_collections.ConfigDict, name: str) -> dict[str, Any]:
   """Shapes of the torchvision network inside the configured backbone (eval_shape: nothing is allocated)."""
   if name == "visual_backbone":
     arch = cfg.video.get("arch", "r3d18")
@@ -85,7 +85,7 @@ def load(cfg: ml_collections.ConfigDict, name: str) -> dict[str, Any]:
   where = f"{field(name)}={path}"
   if not os.path.isfile(path):
     raise ValueError(f"{where}: no such file")
-  target = _target(cfg, name)
+  target = backbone_target(cfg, name)
   try:
     state = convert.load_state_dict(path)
   except ValueError as e:

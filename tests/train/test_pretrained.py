@@ -63,13 +63,15 @@ def test_first_stage_starts_from_the_files_later_stages_graft(data_dir, tmp_path
   loop.run_pipeline(config, workdir, ("pretrain_video", "teacher"))
 
   first = _load(workdir, "pretrain_video")
-  expected_video = _converted(tmp_path / "r3d.npz", "r3d_18", pretrained._target(m, "visual_backbone"))
+  expected_video = _converted(tmp_path / "r3d.npz", "r3d_18",
+                              pretrained.backbone_target(m, "visual_backbone"))
   _assert_equal_trees({c: first[c]["visual_backbone"] for c in ("params", "batch_stats")}, expected_video)
   np.testing.assert_array_equal(first["params"]["visual_backbone"]["layer1_0"]["conv1"]["kernel"],
                                 np.transpose(video["layer1.0.conv1.0.weight"], (2, 3, 4, 1, 0)))
   teacher = _load(workdir, "teacher")
   _assert_equal_trees({c: teacher[c]["visual_backbone"] for c in ("params", "batch_stats")}, expected_video)
-  expected_resnet = _converted(tmp_path / "resnet.npz", "resnet18", pretrained._target(m, "privileged_backbone"))
+  expected_resnet = _converted(tmp_path / "resnet.npz", "resnet18",
+                               pretrained.backbone_target(m, "privileged_backbone"))
   _assert_equal_trees({c: teacher[c]["privileged_backbone"]["resnet"] for c in ("params", "batch_stats")},
                       expected_resnet)
 
@@ -166,7 +168,6 @@ def test_frozen_student_backbone_is_the_visual_only_models(trained_pipeline, tmp
   config = base_config.copy_and_resolve_references()
   config.student_backbone = "frozen_from_video"
   config.teacher_workdir = str(teacher_dir)
-  config.stages.pretrain_video.num_epochs = 1
   workdir = str(tmp_path / "student")
   context = Context()
   with pytest.raises(FileNotFoundError, match="pretrain_video"):
