@@ -24,6 +24,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
+from flax import traverse_util
 
 from pkdot_jax.models import convert, factory
 
@@ -93,10 +95,16 @@ def load(cfg: ml_collections.ConfigDict, name: str) -> dict[str, Any]:
   except Exception as e:  # pylint: disable=broad-except  (a truncated zip, a pickle that is not a state dict)
     raise ValueError(f"{where}: cannot be read as a weight file ({type(e).__name__}: "
                      f"{' '.join(str(e).split())})") from None
-  problem = convert.first_mismatch(state, target, arch=BACKBONES[name].arch)
+  arch = BACKBONES[name].arch
+  problem = convert.first_mismatch(state, target, arch=arch)
   if problem:
     raise ValueError(f"{where}: {problem}")
-  return convert.torchvision_to_flax(state, target, arch=BACKBONES[name].arch)
+  converted = convert.torchvision_to_flax(state, target, arch=arch)
+  for path, value in traverse_util.flatten_dict(converted).items():  # NaN would only surface as a NaN loss
+    if not np.all(np.isfinite(value)) or (path[-1] == "var" and np.any(value < 0)):
+      what = "non-finite values" if not np.all(np.isfinite(value)) else "negative running variances"
+      raise ValueError(f"{where}: tensor {convert.torch_name(path, arch)!r} holds {what}")
+  return converted
 
 
 def check(cfg: ml_collections.ConfigDict, names=None) -> None:

@@ -171,7 +171,9 @@ def _weight_files(config, tmp_path):
   for arch, group in (("r3d_18", "video"), ("resnet18", "privileged_net")):
     net = config.model[group]
     shapes = torchvision_shapes(arch, tuple(net.widths), tuple(net.blocks))
-    np.savez(tmp_path / f"{arch}.npz", **{k: rng.standard_normal(v).astype(np.float32) for k, v in shapes.items()})
+    state = {k: rng.uniform(0.5, 1.5, v) if k.endswith("running_var") else rng.standard_normal(v)
+             for k, v in shapes.items()}
+    np.savez(tmp_path / f"{arch}.npz", **{k: np.asarray(v, np.float32) for k, v in state.items()})
     net.pretrained = str(tmp_path / f"{arch}.npz")
 
 

@@ -30,7 +30,8 @@ def _write(path, arch, net_cfg, seed, **changes):
   """A torchvision-named state dict of random values at the config's widths / blocks (fc included), as .npz."""
   rng = np.random.default_rng(seed)
   shapes = torchvision_shapes(arch, tuple(net_cfg.widths), tuple(net_cfg.blocks))
-  state = {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
+  state = {name: (rng.uniform(0.5, 1.5, shape) if name.endswith("running_var") else rng.standard_normal(shape))
+           .astype(np.float32) for name, shape in shapes.items()}
   state.update(changes)
   np.savez(path, **state)
   return state
@@ -101,6 +102,10 @@ def _bad_cases(tmp_path, m):
   _write(tmp_path / "deeper.npz", "r3d_18", deeper, 0)
   cases.append(({"video.pretrained": tmp_path / "deeper.npz"}, ["deeper.npz", "'layer5.0.", "no place"]))
   cases.append(({"video.pretrained": tmp_path / "image.npz", "video.arch": "frame_cnn"}, ["video.arch", "r3d18"]))
+  _write(tmp_path / "nan.npz", "r3d_18", m.video, 0, **{"layer1.0.conv2.1.running_var": np.full(
+      m.video.widths[0], -1.0, np.float32), "layer1.0.conv1.0.weight": np.full(
+          (m.video.widths[0],) * 2 + (3, 3, 3), np.nan, np.float32)})
+  cases.append(({"video.pretrained": tmp_path / "nan.npz"}, ["nan.npz", "'layer1.0.conv1.0.weight'", "non-finite"]))
   return cases
 
 
