@@ -100,10 +100,10 @@ def load(cfg: ml_collections.ConfigDict, name: str) -> dict[str, Any]:
   if problem:
     raise ValueError(f"{where}: {problem}")
   converted = convert.torchvision_to_flax(state, target, arch=arch)
-  for path, value in traverse_util.flatten_dict(converted).items():  # NaN would only surface as a NaN loss
-    if not np.all(np.isfinite(value)) or (path[-1] == "var" and np.any(value < 0)):
+  for key, value in traverse_util.flatten_dict(converted).items():  # NaN would only surface as a NaN loss
+    if not np.all(np.isfinite(value)) or (key[-1] == "var" and np.any(value < 0)):
       what = "non-finite values" if not np.all(np.isfinite(value)) else "negative running variances"
-      raise ValueError(f"{where}: tensor {convert.torch_name(path, arch)!r} holds {what}")
+      raise ValueError(f"{where}: tensor {convert.torch_name(key, arch)!r} holds {what}")
   return converted
 
 
