@@ -60,6 +60,8 @@ def base_config(model_size: str = "tiny") -> ml_collections.ConfigDict:
   config.tnet = ml_collections.ConfigDict({"objective": "mse"})
   # Student sub-trees initialised from the trained teacher (names shared by Teacher and Student).
   config.student_init_from_teacher = ("visual_backbone",)
+  # "finetune" | "frozen_from_video": the authors' student, its visual backbone the pretrain_video model's, frozen.
+  config.student_backbone = "finetune"
 
   config.distill = ml_collections.ConfigDict()
   config.distill.method = "pkdot"   # any name of pkdot_jax.losses.available(), or "none"

@@ -111,6 +111,9 @@ class Student(nn.Module):
     feature it was fitted on, up to the backbone's own fine-tuning.
   mode "video_only": video -> visual backbone -> ``projection`` (Dense(embed_dim) + ReLU, or the backbone
     feature itself when ``embed_dim`` is None) -> ``head``; privileged = None.
+  ``freeze_backbone``: the backbone always runs in eval mode (BatchNorm uses and keeps its running statistics)
+    and its feature is under stop-gradient, so a backbone loaded from an earlier stage stays exactly as loaded
+    (with the trainer's zero updates for its parameters) and its backward pass is never computed.
   """
   visual_backbone: nn.Module
   fusion: nn.Module | None = None
@@ -120,10 +123,13 @@ class Student(nn.Module):
   num_outputs: int = 2
   task: str = "classification"
   embed_dim: int | None = 512
+  freeze_backbone: bool = False
 
   @nn.compact
   def __call__(self, batch: Mapping[str, Array], train: bool) -> ModelOutput:
-    visual = self.visual_backbone(_get(batch, "video", "Student"), train)
+    visual = self.visual_backbone(_get(batch, "video", "Student"), train and not self.freeze_backbone)
+    if self.freeze_backbone:
+      visual = jax.lax.stop_gradient(visual)
     if self.mode == "tnet_fusion":
       if self.fusion is None or self.tnet is None:
         raise ValueError("Student: mode 'tnet_fusion' needs both a fusion module and a tnet")

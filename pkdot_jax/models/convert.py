@@ -20,13 +20,20 @@ calibrated for inputs of the same scale; ``"mean"`` (one third of that response)
 whose scale one wants to treat as one channel of three.
 
 Strict: every used tensor maps onto exactly one target leaf and every target leaf is filled exactly once;
-unknown or missing names, or wrong shapes, raise ValueError listing them.
+unknown or missing names, or wrong shapes, raise ValueError listing them (`first_mismatch` names the first
+difference in one line, for error messages a user reads before training).
+
+Convert a ``.pth`` once, on a machine with torch, into the torch-free ``.npz`` (same tensor names):
+``python -m pkdot_jax.models.convert r3d_18-b3b3357e.pth r3d_18.npz``.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import os
 import re
+import sys
 from typing import Any, Mapping
 
 import numpy as np
@@ -206,3 +213,124 @@ def import_torchvision(variables: Mapping[str, Any], path: tuple[str, ...] | str
     target[collection] = sub
   converted = torchvision_to_flax(state_dict, target, arch=arch, first_conv=first_conv)
   return insert_backbone(variables, path, converted)
+
+
+# ------------------------------------------------------------------------------------------ one-line checks
+_STEMS = {"r3d_18": "stem.0.weight", "resnet18": "conv1.weight"}
+_BN_NAMES = {value: key for key, value in _BN_PARAMS.items()}  # (collection, flax leaf) -> torch leaf
+_BLOCK_NAMES = {"r3d_18": {"conv1": "conv1.0", "bn1": "conv1.1", "conv2": "conv2.0", "bn2": "conv2.1",
+                           "downsample_conv": "downsample.0", "downsample_bn": "downsample.1"},
+                "resnet18": {"conv1": "conv1", "bn1": "bn1", "conv2": "conv2", "bn2": "bn2",
+                             "downsample_conv": "downsample.0", "downsample_bn": "downsample.1"}}
+
+
+def detect_arch(state_dict: Mapping[str, Any]) -> str | None:
+  """"r3d_18" or "resnet18" from the name of the stem's convolution; None when the dict has neither."""
+  for arch, stem in _STEMS.items():
+    if stem in state_dict:
+      return arch
+  return None
+
+
+def torch_name(key: tuple[str, ...], arch: str) -> str:
+  """The torchvision name of a flax leaf key (collection, *module path, leaf): the inverse of the mapping."""
+  collection, *modules, leaf = key
+  stem = {"r3d_18": ("stem.0", "stem.1"), "resnet18": ("conv1", "bn1")}[arch]
+  torch_leaf = "weight" if leaf == "kernel" else _BN_NAMES.get((collection, leaf), leaf)
+  if modules == ["stem_conv"] or modules == ["stem_bn"]:
+    return f"{stem[modules[0] == 'stem_bn']}.{torch_leaf}"
+  match = re.fullmatch(r"layer(\d)_(\d+)", modules[0]) if len(modules) == 2 else None
+  if match is None:
+    return "/".join(key)
+  return f"layer{match.group(1)}.{match.group(2)}.{_BLOCK_NAMES[arch].get(modules[1], modules[1])}.{torch_leaf}"
+
+
+def _torch_layout(shape: tuple[int, ...], is_kernel: bool) -> tuple[int, ...]:
+  """A flax leaf's shape in torch's layout: kernels (*k, I, O) -> (O, I, *k)."""
+  return (shape[-1], shape[-2]) + tuple(shape[:-2]) if is_kernel else tuple(shape)
+
+
+def first_mismatch(state_dict: Mapping[str, Any], target: Mapping[str, Any], *, arch: str,
+                   ignore_prefixes: tuple[str, ...] = ("fc.",)) -> str | None:
+  """The first way ``state_dict`` fails to fill ``target`` (as :func:`torchvision_to_flax` would), in one line
+  with the tensor's name and both shapes in torch's layout; None when they match one-to-one. Checked in order:
+  the architecture (the stem's name), each tensor's shape, tensors with no place in the target, leaves of the
+  target that no tensor fills. A one-channel first convolution accepts any number of input channels (summed
+  or averaged on conversion)."""
+  found = detect_arch(state_dict)
+  if found != arch:
+    what = f"a torchvision {found} state dict ({_STEMS[found]!r})" if found else \
+        f"no torchvision r3d_18 / resnet18 state dict (neither 'stem.0.weight' nor 'conv1.weight'; first " \
+        f"tensors: {list(state_dict)[:3]})"
+    return f"holds {what}, the backbone is a torchvision {arch} ({_STEMS[arch]!r})"
+  flat_target = {}
+  for collection in ("params", "batch_stats"):
+    for path, leaf in traverse_util.flatten_dict(dict(target.get(collection, {}))).items():
+      flat_target[(collection,) + tuple(path)] = leaf
+  unknown, seen = [], set()
+  for name, value in state_dict.items():
+    if name.startswith(tuple(ignore_prefixes)) or name.endswith(_IGNORED_SUFFIXES):
+      continue
+    translated = _translate(name, arch)
+    key = None if translated is None else (translated[0],) + translated[1] + (translated[2],)
+    if key is None or key not in flat_target:
+      unknown.append(name)
+      continue
+    seen.add(key)
+    expected = _torch_layout(tuple(flat_target[key].shape), key[-1] == "kernel")
+    shape = tuple(np.shape(value))
+    channels_summed = key[-1] == "kernel" and len(shape) == len(expected) and expected[1] == 1 \
+        and shape[:1] + shape[2:] == expected[:1] + expected[2:]
+    if shape != expected and not channels_summed:
+      return f"tensor {name!r} has shape {shape}, the configured backbone expects {expected}"
+  if unknown:
+    return (f"tensor {unknown[0]!r} has no place in the configured backbone ({len(unknown)} such tensor"
+            f"{'s' * (len(unknown) > 1)}: a deeper or different network than the config's)")
+  missing = [key for key in flat_target if key not in seen]
+  if missing:
+    expected = _torch_layout(tuple(flat_target[missing[0]].shape), missing[0][-1] == "kernel")
+    return (f"has no tensor {torch_name(missing[0], arch)!r} of shape {expected} that the configured backbone "
+            f"needs ({len(missing)} missing)")
+  return None
+
+
+# ------------------------------------------------------------------------------------------------- command
+def sha256(path: str | os.PathLike) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+  """``python -m pkdot_jax.models.convert IN.pth OUT.npz``: a torchvision checkpoint as a torch-free ``.npz``
+  with the same tensor names (run once where torch is installed; training then needs no torch)."""
+  parser = argparse.ArgumentParser(prog="python -m pkdot_jax.models.convert", description=main.__doc__)
+  parser.add_argument("input", help="torchvision state dict (.pth / .pt; read with torch.load(weights_only=True))")
+  parser.add_argument("output", help="the .npz to write")
+  args = parser.parse_args(argv)
+  try:
+    if not args.output.endswith(".npz"):
+      raise ValueError(f"{args.output}: the output must end in .npz")
+    if not os.path.isfile(args.input):
+      raise ValueError(f"{args.input}: no such file")
+    state = load_state_dict(args.input)
+    arch = detect_arch(state)
+    if arch is None:
+      raise ValueError(f"{args.input}: no torchvision r3d_18 / resnet18 state dict (neither 'stem.0.weight' nor "
+                       f"'conv1.weight'; first tensors: {list(state)[:3]})")
+  except ValueError as e:
+    print(f"convert: error: {e}", file=sys.stderr)
+    return 2
+  tmp = args.output + ".tmp"
+  with open(tmp, "wb") as f:  # written aside, then renamed: an interrupted run leaves no partial .npz
+    np.savez(f, **state)
+  os.replace(tmp, args.output)
+  count = sum(int(np.prod(np.shape(v))) for k, v in state.items() if not k.endswith(_IGNORED_SUFFIXES))
+  print(f"{args.output}: torchvision {arch}, {len(state)} tensors, {count:,} numbers, sha256 {sha256(args.output)}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

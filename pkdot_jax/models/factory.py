@@ -17,6 +17,9 @@ Config fields (``cfg = config.model``):
                       temporal mean/range pooling, `video.widths` its stage widths; light, for small CPU clips) |
                       "stack_cnn" (the same 2-D CNN on the frames stacked along channels: early temporal fusion)
   video.conv3d_impl   "auto" | "xla" | "frames": how 3-D convolutions run (resnet.Conv3D; same results)
+  video.pretrained, privileged_net.pretrained     "" (random init) or a torchvision weight file (.npz, or .pth
+                      with torch): r3d_18 for the R3D-18, resnet18 for the physio / audio ResNet-18
+                      (models/pretrained.py; the trainer loads it in the first stage that builds the backbone)
   privileged_net.widths, .blocks, .stem_width     ResNet-18 knobs for the spectrogram backbone
   privileged_net.cnn_widths, .cnn_kernel          1-D CNN knobs (last width = privileged embedding size)
   spectrogram.fs, .nperseg, .noverlap             physio front-end: log PSD at the true rate (Biovid: 512 Hz;
@@ -83,10 +86,10 @@ def default_config(size: str = "tiny") -> ml_collections.ConfigDict:
 
   widths, blocks = ((64, 128, 256, 512), (2, 2, 2, 2)) if paper else ((8, 16, 32, 64), (1, 1, 1, 1))
   c.video = ml_collections.ConfigDict(dict(widths=widths, blocks=blocks, stem_width=widths[0],
-                                           conv3d_impl="auto"))
+                                           conv3d_impl="auto", pretrained=""))
   c.privileged_net = ml_collections.ConfigDict(dict(
       widths=widths, blocks=blocks, stem_width=widths[0],
-      cnn_widths=(32, 64, 128, 256, 512) if paper else (8, 16, 32, 64), cnn_kernel=7))
+      cnn_widths=(32, 64, 128, 256, 512) if paper else (8, 16, 32, 64), cnn_kernel=7, pretrained=""))
   c.spectrogram = ml_collections.ConfigDict(dict(
       fs=512.0, nperseg=128 if paper else 64, noverlap=96 if paper else 32))
   # Audio rate: 16 kHz for Aff-Wild2 as extracted for the paper setting, 8 kHz for the synthetic dataset.
@@ -192,7 +195,8 @@ def build_teacher(cfg: ml_collections.ConfigDict) -> Teacher:
                  num_outputs=int(cfg.num_outputs), task=cfg.task, embed_dim=int(cfg.fusion.embed_dim))
 
 
-def build_student(cfg: ml_collections.ConfigDict) -> Student:
+def build_student(cfg: ml_collections.ConfigDict, *, freeze_backbone: bool = False) -> Student:
+  """`freeze_backbone`: the visual backbone runs in eval mode without gradient (the authors' student regime)."""
   _check_choice("student.mode", cfg.student.mode, ("tnet_fusion", "video_only"))
   _check_choice("task", cfg.task, ("classification", "regression"))
   tnet_fusion = cfg.student.mode == "tnet_fusion"
@@ -200,7 +204,7 @@ def build_student(cfg: ml_collections.ConfigDict) -> Student:
                  fusion=build_fusion(cfg) if tnet_fusion else None,
                  tnet=build_tnet(cfg) if tnet_fusion else None,
                  mode=cfg.student.mode, stop_gradient_tnet_input=bool(cfg.student.stop_gradient_tnet_input),
-                 num_outputs=int(cfg.num_outputs), task=cfg.task,
+                 freeze_backbone=freeze_backbone, num_outputs=int(cfg.num_outputs), task=cfg.task,
                  embed_dim=int(cfg.fusion.embed_dim) if cfg.student.video_only_projection else None)
 
 

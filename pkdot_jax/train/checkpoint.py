@@ -22,6 +22,9 @@ import orbax.checkpoint as ocp
 
 # Fields that may change between a run and its resume without changing what the run computes.
 RESUME_IGNORED_FIELDS = ("log_every", "progress", "checkpoint.keep", "eval_only", "workdir")
+# Fields added after runs were saved: a saved config without one compares as if it held this value (the value
+# that reproduces what those runs did), so their workdirs still resume.
+ADDED_FIELDS = {"model.video.pretrained": "", "model.privileged_net.pretrained": "", "student_backbone": "finetune"}
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -63,6 +66,7 @@ def check_or_write_config(workdir: str, config, drop: tuple[str, ...] = (), *, w
     with open(path) as f:
       saved = json.load(f)
     a, b = _flatten(drop_fields(saved, drop)), _flatten(current)
+    a.update({k: v for k, v in ADDED_FIELDS.items() if k in b and k not in a})
     differing = sorted(k for k in set(a) | set(b)
                        if a.get(k, "<absent>") != b.get(k, "<absent>")
                        and not any(k == f or k.startswith(f + ".") for f in RESUME_IGNORED_FIELDS))

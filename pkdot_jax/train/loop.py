@@ -37,6 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pkdot_jax import losses
+from pkdot_jax.models import pretrained as pretrained_lib
 from pkdot_jax.train import checkpoint as ckpt_lib
 from pkdot_jax.train import evaluation
 from pkdot_jax.train import input as input_lib
@@ -212,6 +213,15 @@ def _graft_sources(run: _Run) -> list[tuple[Any, tuple[str, ...]]]:
   return sources
 
 
+def _from_file(stage: stages_lib.Stage, config, grafted) -> tuple[str, ...]:
+  """The backbones of the stage's model that start from the config's pretrained weight files: each configured
+  one that no earlier stage provides (`grafted`). With unimodal pretraining in the pipeline that is its stages,
+  else the teacher; the stages after them graft the trained backbone."""
+  model = stage.models(config)[0]
+  return tuple(name for name in pretrained_lib.configured(config.model)
+               if getattr(model, name, None) is not None and name not in grafted)
+
+
 def _graft_variables(variables: dict, source: dict, names) -> dict:
   """Copies the sub-trees `names` of `source` ({"params", "batch_stats"}) into `variables`; shapes must match."""
   out = {collection: dict(tree) for collection, tree in variables.items()}
@@ -254,7 +264,9 @@ def _initial_state(run: _Run) -> TrainState:
   tensors several times slower (models.init_variables)."""
   members, config = run.members, run.config
   sources = _graft_sources(run)
-  init = _init_program(run, tuple(name for _, names in sources for name in names))
+  grafted = tuple(name for _, names in sources for name in names)
+  from_file = {name: pretrained_lib.load(config.model, name) for name in _from_file(run.stage, config, grafted)}
+  init = _init_program(run, grafted + tuple(from_file))
   optax_init = run.context.programs.get("opt_init", stages_lib.optimizer_key(run.opt_config),
                                         lambda: jax.jit(make_optimizer(run.opt_config).init))
   frozen_teacher = _per_member(run.context.saved.load(run.saved("teacher")), run) if run.stage.reads_teacher \
@@ -264,6 +276,8 @@ def _initial_state(run: _Run) -> TrainState:
   states = []
   for m, (seed, weight) in enumerate(zip(members.seeds, members.weights)):
     variables = dict(init(_init_key(seed, run.stage.name), example))
+    for name, converted in from_file.items():
+      variables = pretrained_lib.insert(variables, name, converted)
     for source, names in sources:
       variables = _graft_variables(variables, _member(source, m, members.vmapped), names)
     frozen = {"teacher": _member(frozen_teacher, m, members.vmapped)} if frozen_teacher is not None else {}
@@ -551,6 +565,9 @@ def validate_config(config, stages: tuple[str, ...], context: Context | None = N
   if "student" in stages and own["method"] != "none" and config.model.student.mode == "video_only" \
       and config.distill.mt_pkdot:
     raise ValueError("MT-PKDOT distils into the T-Net + fusion student, not the video_only one")
+  if config.get("student_backbone", "finetune") not in stages_lib.STUDENT_BACKBONES:
+    raise ValueError(f"config.student_backbone must be one of {stages_lib.STUDENT_BACKBONES}, got "
+                     f"{config.student_backbone!r}")
   for name in ("batch_size", "eval_batch_size"):
     if config[name] < 1:
       raise ValueError(f"config.{name} must be >= 1, got {config[name]}")
@@ -579,6 +596,12 @@ def check_run(config, workdir: str, stages: tuple[str, ...], context: Context | 
       if source not in stages and not os.path.exists(os.path.join(teacher_dir, source, "best")):
         raise FileNotFoundError(f"stage {name!r} reads the trained {source!r} stage, but {teacher_dir} has no "
                                 f"{source}/best: run it first (--stages={source},...) or include it in --stages")
+    stage_dir = os.path.join(teacher_dir if stage.teacher_side else workdir, name)
+    if not os.path.exists(os.path.join(stage_dir, "result.json")):  # a finished stage reads no file again
+      earlier = stages[:stages.index(name)]
+      grafted = [n for g in stage.grafts(config) for n in g.names if not g.optional or g.source in earlier
+                 or os.path.exists(os.path.join(teacher_dir, g.source, "best"))]
+      pretrained_lib.check(config.model, _from_file(stage, config, grafted))
   parallel.check_global_batch(config.batch_size, parallel.make_mesh(config.get("num_devices")))
   input_lib.check_data_config(config)
   if "student" in stages and config.distill.method != "none" and config.get("cache_teacher", False) \

@@ -1,4 +1,5 @@
-"""What a run records about where it ran: package versions, devices, git revision, command line."""
+"""What a run records about where it ran: package versions, devices, git revision, command line, and the
+weight files its backbones start from (path and sha256: a file renamed or replaced is told apart)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import sys
 import time
 
 import jax
+
+from pkdot_jax.models import pretrained
 
 PACKAGES = ("pkdot-jax", "jax", "jaxlib", "flax", "optax", "ott-jax", "orbax-checkpoint", "tensorflow-datasets",
             "grain", "numpy")
@@ -64,6 +67,8 @@ def collect(config=None) -> dict[str, object]:
           "git_revision": git_revision()}
   if config is not None:
     info["config"] = json.loads(config.to_json_best_effort())
+    if "model" in config:  # the weight files the backbones start from: path, sha256, size
+      info["pretrained"] = pretrained.record(config.model)
   return info
 
 

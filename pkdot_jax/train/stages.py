@@ -40,7 +40,7 @@ class Fields:
     each {"method", "weight", "kwargs"} with a fixed weight (e.g. PKDOT + generalized distillation).
   """
   student_side: tuple[str, ...] = ("distill", "stages.student", "model.student", "cache_teacher",
-                                   "student_init_from_teacher", "select_metric")
+                                   "student_init_from_teacher", "student_backbone", "select_metric")
   run_only: tuple[str, ...] = ("pipeline", "teacher_workdir", "log_every", "progress")
   losses: tuple[str, ...] = ("distill.method", "distill.kwargs", "distill.mt_pkdot", "distill.extra")
   arrays: tuple[str, ...] = ("distill.weight", "distill.task_weight", "seeds", "data.fold")
@@ -146,11 +146,31 @@ def _pretrain(name: str, modality: Callable) -> Stage:
       loss_key=lambda config, losses: {"multitask": False})
 
 
+STUDENT_BACKBONES = ("finetune", "frozen_from_video")
+
+
+def frozen_student_backbone(config) -> bool:
+  """`config.student_backbone`: "finetune" (default: the student's visual backbone starts from the teacher's,
+  `student_init_from_teacher`, and trains) or "frozen_from_video" (the authors' regime: it is the visual-only
+  model's (stage pretrain_video), frozen; the fusion and head, or the video-only projection and head, train)."""
+  return config.get("student_backbone", "finetune") == "frozen_from_video"
+
+
 def _student_grafts(config) -> tuple[Graft, ...]:
-  grafts = (Graft("teacher", tuple(config.student_init_from_teacher)),)
+  names = tuple(config.student_init_from_teacher)
+  grafts = ()
+  if frozen_student_backbone(config):
+    names = tuple(name for name in names if name != "visual_backbone")
+    grafts = (Graft("pretrain_video", ("visual_backbone",)),)
+  grafts = (Graft("teacher", names),) + grafts
   if config.model.student.mode == "tnet_fusion":
     grafts += (Graft("tnet", ("tnet",), into="tnet"),)
   return grafts
+
+
+def _student_frozen_modules(config) -> tuple[str, ...]:
+  frozen = ("visual_backbone",) if frozen_student_backbone(config) else ()
+  return frozen + (("tnet",) if config.model.student.mode == "tnet_fusion" else ())
 
 
 STAGES: Mapping[str, Stage] = types.MappingProxyType({stage.name: stage for stage in (
@@ -170,8 +190,9 @@ STAGES: Mapping[str, Stage] = types.MappingProxyType({stage.name: stage for stag
           loss_key=lambda config, losses: {"objective": config.tnet.objective}),
     Stage(name="student", teacher_side=False, reads_teacher=True, evaluate=_model_eval,
           select=_default_select, grafts=_student_grafts,
-          frozen_modules=lambda config: ("tnet",) if config.model.student.mode == "tnet_fusion" else (),
-          models=lambda config: (models.build_student(config.model), models.build_teacher(config.model)),
+          frozen_modules=_student_frozen_modules,
+          models=lambda config: (models.build_student(config.model, freeze_backbone=frozen_student_backbone(config)),
+                                 models.build_teacher(config.model)),
           loss=lambda config, model, teacher, losses: steps.student_loss(
               model, teacher, config.model.task, {"branches": losses}),
           loss_key=lambda config, losses: {"branches": losses}),

@@ -1,11 +1,13 @@
 """Paper-setup configs: the paper's values, the protocols' splits, and an end-to-end smoke run on fake data.
 
-Each smoke run trains teacher -> T-Net -> student (1 epoch each, tiny models) on a fake layout written in the real
-file formats (tests/data/fakes.py); the fake sets are built once per module and shared.
+Each smoke run trains the authors' pipeline, visual-only and privileged-only models -> teacher -> T-Net -> student (1
+epoch each, tiny models), on a fake layout written in the real file formats (tests/data/fakes.py); the fake sets are
+built once per module and shared.
 """
 
 import json
 import os
+import sys
 
 import jax
 import numpy as np
@@ -15,6 +17,7 @@ import fakes  # tests/data, put on sys.path by tests/experiments/conftest.py
 from pkdot_jax.data import io as io_lib
 from pkdot_jax.configs import affwild2_va, biovid_5class, biovid_binary
 from pkdot_jax import models
+from pkdot_jax.train import checkpoint
 from pkdot_jax.train import input as input_lib
 from pkdot_jax.train import loop
 
@@ -29,8 +32,11 @@ def test_paper_values(name, variant):
   assert config.batch_size == 128
   assert config.optimizer.learning_rate == 1e-4 and config.optimizer.schedule == "constant"
   assert not config.optimizer.weight_decay  # plain Adam
-  assert all(config.stages[s].num_epochs == 20 for s in ("teacher", "tnet", "student"))
-  assert tuple(config.pipeline) == ("teacher", "tnet", "student")
+  # The authors' pipeline: visual-only and privileged-only models, then the teacher on both, T-Net, student.
+  assert tuple(config.pipeline) == ("pretrain_video", "pretrain_privileged", "teacher", "tnet", "student")
+  assert all(config.stages[s].num_epochs == 20 for s in config.pipeline)
+  assert config.student_backbone == ("frozen_from_video" if variant == "authors" else "finetune")
+  assert config.model.video.pretrained == config.model.privileged_net.pretrained == ""  # given on the command line
   assert config.distill.method == "pkdot" and config.distill.weight == 0.6
   assert config.distill.kwargs.k == 30 and config.distill.kwargs.epsilon == 0.01
   assert config.distill.kwargs.anchors == "least_similar"
@@ -154,15 +160,37 @@ def test_sampling_rate_mismatch_is_refused(fake_roots):
 
 
 # ------------------------------------------------------------------------------------------------ smoke runs
+SMOKE_VARIANTS = {"biovid_binary": "authors,smoke", "biovid_5class": "smoke", "affwild2_va": "authors,smoke"}
+
+
+def _weight_files(config, tmp_path):
+  """torchvision-named .npz files (random values) at the smoke models' shapes, set in the config."""
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models"))
+  from test_convert import torchvision_shapes  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  for arch, group in (("r3d_18", "video"), ("resnet18", "privileged_net")):
+    net = config.model[group]
+    shapes = torchvision_shapes(arch, tuple(net.widths), tuple(net.blocks))
+    state = {k: rng.uniform(0.5, 1.5, v) if k.endswith("running_var") else rng.standard_normal(v)
+             for k, v in shapes.items()}
+    np.savez(tmp_path / f"{arch}.npz", **{k: np.asarray(v, np.float32) for k, v in state.items()})
+    net.pretrained = str(tmp_path / f"{arch}.npz")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_smoke_end_to_end(name, fake_roots, tmp_path):
-  config = _smoke(name, fake_roots)
-  results = loop.run_pipeline(config, str(tmp_path))
-  assert set(results) == {"teacher", "tnet", "student"}
+  """The whole authors pipeline on fake data: unimodal models -> teacher -> T-Net -> student (the frozen-backbone
+  student of `:authors` for two configs), the backbones from weight files for one."""
+  config = _smoke(name, fake_roots, SMOKE_VARIANTS[name])
+  if name == "biovid_binary":
+    _weight_files(config, tmp_path)
+  workdir = tmp_path / "run"
+  results = loop.run_pipeline(config, str(workdir))
+  assert list(results) == ["pretrain_video", "pretrain_privileged", "teacher", "tnet", "student"]
   for stage in results:
-    assert os.path.exists(tmp_path / stage / "result.json")
-  records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert os.path.exists(workdir / stage / "result.json")
+  records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
   student = [r for r in records if r["stage"] == "student"]
   assert len(student) == 1
   test_metrics = student[0]["test"][0]
@@ -170,8 +198,18 @@ def test_smoke_end_to_end(name, fake_roots, tmp_path):
     assert test_metrics["num_examples"] == 12
     assert {"ccc_valence", "ccc_arousal", "ccc_mean"} <= set(test_metrics)
     assert np.isfinite(test_metrics["ccc_mean"])
+  elif name == "biovid_binary":  # authors' clip-level folds: 8 of the 24 clips in the test fold
+    assert test_metrics["num_examples"] == 8 and 0.0 <= test_metrics["accuracy"] <= 1.0
   else:
-    assert test_metrics["num_examples"] == (8 if name == "biovid_binary" else 20)  # one subject's clips
+    assert test_metrics["num_examples"] == 20  # one subject's clips
     assert 0.0 <= test_metrics["accuracy"] <= 1.0
   assert np.isfinite(student[0]["train_loss"]).all()
   assert results["student"]["members"][0]["test"] == test_metrics
+  video = checkpoint.load_variables(str(workdir / "pretrain_video" / "best"))
+  student_vars = checkpoint.load_variables(str(workdir / "student" / "best"))
+  same = jax.tree.all(jax.tree.map(np.array_equal, student_vars["params"]["visual_backbone"],
+                                   video["params"]["visual_backbone"]))
+  assert same == (SMOKE_VARIANTS[name] == "authors,smoke")  # frozen: the visual-only model's backbone, unchanged
+  if name == "biovid_binary":
+    info = json.load(open(workdir / "run_info.json"))[-1]["pretrained"]
+    assert set(info) == {"config.model.video.pretrained", "config.model.privileged_net.pretrained"}

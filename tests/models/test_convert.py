@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import traverse_util
 
 from pkdot_jax import models
 from pkdot_jax.models import convert
@@ -242,3 +243,49 @@ def test_converted_resnet18_one_channel_matches_torch_on_grey_input():
   variables = convert.torchvision_to_flax(state, target, arch="resnet18", first_conv="sum")
   got = jax.jit(lambda v, x: module.apply(v, x, train=False))(variables, grey)
   np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One-line mismatch reports and the conversion command.
+
+
+def test_first_mismatch_names_the_tensor_and_both_shapes():
+  tiny = dict(widths=(4, 8), blocks=(1, 1))
+  module = models.R3D18(**tiny, stem_width=4)
+  target = jax.eval_shape(lambda x: module.init(jax.random.key(0), x, train=False),
+                          jax.ShapeDtypeStruct((1, 4, 16, 16, 3), jnp.float32))
+  state = _zeros(torchvision_shapes("r3d_18", **tiny))
+  assert convert.first_mismatch(state, target, arch="r3d_18") is None
+  wrong = dict(state, **{"layer2.0.conv2.0.weight": np.zeros((8, 8, 1, 3, 3), np.float32)})
+  assert convert.first_mismatch(wrong, target, arch="r3d_18") == (
+      "tensor 'layer2.0.conv2.0.weight' has shape (8, 8, 1, 3, 3), the configured backbone expects (8, 8, 3, 3, 3)")
+  image = _zeros(torchvision_shapes("resnet18", **tiny))
+  assert "holds a torchvision resnet18 state dict" in convert.first_mismatch(image, target, arch="r3d_18")
+  assert "neither 'stem.0.weight' nor 'conv1.weight'" in convert.first_mismatch({"w": np.zeros(1)}, target,
+                                                                               arch="r3d_18")
+  deeper = _zeros(torchvision_shapes("r3d_18", widths=(4, 8, 8), blocks=(1, 1, 1)))
+  assert convert.first_mismatch(deeper, target, arch="r3d_18").startswith("tensor 'layer3.0.")
+  missing = {k: v for k, v in state.items() if k != "layer2.0.downsample.1.running_var"}
+  assert convert.first_mismatch(missing, target, arch="r3d_18") == (
+      "has no tensor 'layer2.0.downsample.1.running_var' of shape (8,) that the configured backbone needs "
+      "(1 missing)")
+  # Every leaf's torch name inverts the mapping.
+  for key in traverse_util.flatten_dict({c: dict(target[c]) for c in target}):
+    assert convert.torch_name(key, "r3d_18") in state, key
+
+
+def test_convert_command_writes_the_same_tensors(tmp_path, capsys):
+  rng = np.random.default_rng(0)
+  state = {k: rng.standard_normal(s).astype(np.float32)
+           for k, s in torchvision_shapes("resnet18", (4, 4), (1, 1)).items()}
+  np.savez(tmp_path / "in.npz", **state)  # a .pth needs torch; the command reads any state dict file
+  assert convert.main([str(tmp_path / "in.npz"), str(tmp_path / "out.npz")]) == 0
+  assert "torchvision resnet18" in capsys.readouterr().out
+  with np.load(tmp_path / "out.npz") as out:
+    assert sorted(out.files) == sorted(state)
+    for name in state:
+      np.testing.assert_array_equal(out[name], state[name])
+  np.savez(tmp_path / "other.npz", w=np.zeros(3))
+  assert convert.main([str(tmp_path / "other.npz"), str(tmp_path / "x.npz")]) == 2
+  assert convert.main([str(tmp_path / "in.npz"), str(tmp_path / "x.bin")]) == 2
+  assert not (tmp_path / "x.npz").exists() and not (tmp_path / "x.bin").exists()
