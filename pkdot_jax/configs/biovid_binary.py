@@ -70,7 +70,7 @@ def paper_training(config) -> None:
   config.distill.method = "pkdot"
   config.distill.weight = 0.6
   config.distill.task_weight = 1.0
-  config.distill.kwargs = {"k": 30, "epsilon": 0.01, "anchors": "least_similar", "shift": "min"}
+  config.distill.method_kwargs = {"pkdot": {"k": 30, "epsilon": 0.01, "anchors": "least_similar", "shift": "min"}}
   config.tnet.objective = "mse"
 
 
@@ -83,7 +83,7 @@ def smoke_training(config) -> None:
   config.log_every = 1
   for stage in ("teacher", "tnet", "student"):
     config.stages[stage].num_epochs = 1
-  config.distill.kwargs = {"k": 4, "epsilon": 0.01, "max_iterations": 200}
+  config.distill.method_kwargs = {"pkdot": {"k": 4, "epsilon": 0.01, "max_iterations": 200}}
   # Smaller than the "tiny" preset (two residual stages): XLA:CPU compile time of the train steps dominates.
   m = config.model
   for net in (m.video, m.privileged_net):

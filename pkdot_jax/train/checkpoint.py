@@ -20,8 +20,10 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from pkdot_jax.train import schema
+
 # Fields that may change between a run and its resume without changing what the run computes.
-RESUME_IGNORED_FIELDS = ("log_every", "progress", "checkpoint.keep", "eval_only", "workdir")
+RESUME_IGNORED_FIELDS = schema.paths(schema.RESUMABLE)
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -50,6 +52,20 @@ def drop_fields(tree: dict[str, Any], paths) -> dict[str, Any]:
   return tree
 
 
+def _loss_arguments(tree: dict[str, Any]) -> dict[str, Any]:
+  """For the comparison on resume: `distill.kwargs` as the selected method computes them (its
+  `distill.method_kwargs` entry updated with `distill.kwargs`), without the other methods' entries. Configs
+  saved before `method_kwargs` existed held the selected method's arguments in `distill.kwargs` alone."""
+  distill = tree.get("distill")
+  if not isinstance(distill, dict) or "method" not in distill:
+    return tree
+  tree = json.loads(json.dumps(tree))
+  per_method = tree["distill"].pop("method_kwargs", None) or {}
+  own = per_method.get(tree["distill"]["method"]) or {}
+  tree["distill"]["kwargs"] = {**own, **(tree["distill"].get("kwargs") or {})}
+  return tree
+
+
 def check_or_write_config(workdir: str, config, drop: tuple[str, ...] = (), *, write: bool = True) -> None:
   """Writes `config.json` on a fresh workdir; on an existing one, refuses a different config by name.
 
@@ -62,7 +78,7 @@ def check_or_write_config(workdir: str, config, drop: tuple[str, ...] = (), *, w
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
-    a, b = _flatten(drop_fields(saved, drop)), _flatten(current)
+    a, b = _flatten(_loss_arguments(drop_fields(saved, drop))), _flatten(_loss_arguments(current))
     differing = sorted(k for k in set(a) | set(b)
                        if a.get(k, "<absent>") != b.get(k, "<absent>")
                        and not any(k == f or k.startswith(f + ".") for f in RESUME_IGNORED_FIELDS))

@@ -139,13 +139,17 @@ def distillation_term(method: str, kwargs: dict[str, Any], student_out, teacher_
 def distill_branch(d: Any) -> dict[str, Any]:
   """One distillation loss as the student program compiles it: {"method", "kwargs", "mt_pkdot", "extra"} (from
   a dict or a ConfigDict with at least "method"); runs are matched to program branches by equality of these.
+  "kwargs": `method_kwargs[method]` (the experiment's arguments of that loss) updated with `kwargs` (the run's).
 
   "extra": further registered losses added to the same student loss, each {"method", "weight", "kwargs"}, with
   its weight fixed in the program (e.g. PKDOT + generalized distillation)."""
   d = ckpt_lib.config_to_dict(d)  # plain JSON values from a ConfigDict or a dict
   extra = [{"method": t["method"], "weight": float(t.get("weight", 1.0)), "kwargs": dict(t.get("kwargs") or {})}
            for t in d.get("extra") or ()]
-  return {"method": d.get("method", "none"), "kwargs": dict(d.get("kwargs") or {}),
+  method = d.get("method", "none")
+  # The method's arguments: this experiment's for that method (distill.method_kwargs), then the run's own.
+  kwargs = {**dict((d.get("method_kwargs") or {}).get(method) or {}), **dict(d.get("kwargs") or {})}
+  return {"method": method, "kwargs": kwargs,
           "mt_pkdot": bool(d.get("mt_pkdot", False)), "extra": extra}
 
 
