@@ -227,7 +227,9 @@ def _unknown_override(argv: list[str], invocation: _Invocation) -> str | None:
       if not hasattr(node, "keys") or part not in node.keys():
         known = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "none (not a group of fields)"
         where = "config." + ".".join(done) if done else "the config"
-        return f"--config.{path}: unknown config field {part!r}; fields of {where}: {known}"
+        hint = f" (a loss's argument: --config.distill.method_kwargs.METHOD.{part})" if done == ["distill", "kwargs"] \
+            else ""
+        return f"--config.{path}: unknown config field {part!r}; fields of {where}: {known or 'none'}{hint}"
       node, done = node[part], done + [part]
   return None
 
