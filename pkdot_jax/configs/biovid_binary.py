@@ -20,7 +20,8 @@ and aggregate with `pkdot report`. Variants (comma-separated after the colon, e.
   smoke    tiny models (two residual stages of 8 / 16 channels), 4 frames of 16 x 16, 1 s of physio, batch 8,
            1 epoch per stage (CPU, under a minute; what tests/experiments/test_paper_configs.py runs).
 
-What the `authors` variant does NOT reproduce, on purpose (model and data bugs, not protocol; docs/design.md, section 4):
+What the `authors` variant does NOT reproduce, on purpose (model and data bugs, not protocol; docs/design.md, section
+4):
 batch-mixing fusion attention (ours is per-sample), the untrained random T-Net, the frozen student backbone, the
 1000 Hz spectrogram of 512 Hz signals without log scaling, `drop_last` on the test loader (we score every test
 clip), and their ReduceLROnPlateau schedule driven by test accuracy (we keep a constant learning rate).

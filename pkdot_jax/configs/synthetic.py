@@ -81,5 +81,6 @@ def get_config(arg: str = ""):
       config.stages.student.num_epochs = 2
       config.distill.method_kwargs = {"pkdot": {"k": 4, "epsilon": 0.01}}
   elif arg:
-    raise ValueError(f"synthetic config: unknown variant {arg!r} (use '', 'smoke', 'demo', 'demo_quick', 'demo_all' or 'demo_size')")
+    raise ValueError(f"synthetic config: unknown variant {arg!r} (use '', 'smoke', 'demo', 'demo_quick', 'demo_all' "
+                     f"or 'demo_size')")
   return config

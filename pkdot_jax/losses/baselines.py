@@ -1,7 +1,8 @@
 """Baseline knowledge-distillation losses, as pure functions with ``(student, teacher, ...)`` argument order.
 
 Every function stops the gradient into the teacher, reduces to a scalar, computes bfloat16/float16 inputs in
-float32 (and then returns a float32 scalar), and follows the normalisation of its paper; where the widely used implementations (RepDistiller, torchdistill, the authors' code) normalise
+float32 (and then returns a float32 scalar), and follows the normalisation of its paper; where the widely used
+implementations (RepDistiller, torchdistill, the authors' code) normalise
 differently, the docstring says so.
 """
 

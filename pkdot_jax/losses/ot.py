@@ -9,7 +9,8 @@ Convention (geomloss, Feydy et al. 2019): cost ``C(x, y) = 1/2 |x - y|^2`` and
 so ``epsilon = blur ** 2`` of ``geomloss.SamplesLoss("sinkhorn", p=2, blur=blur)``, computed to convergence
 (no epsilon annealing: on PKDOT clouds a geomloss-style epsilon-scaling warm start
 saved few or no iterations at epsilon 1e-3 and cost ~4 extra iterations at the default 0.01, where the solve
-takes 10-40; at epsilon ~1e-4 float32 resolution, not the start, limits the reachable marginal error). ott-jax's point-cloud cost is ``|x - y|^2``; since
+takes 10-40; at epsilon ~1e-4 float32 resolution, not the start, limits the reachable marginal error). ott-jax's
+point-cloud cost is ``|x - y|^2``; since
 ``OT_eps[C/2] = 1/2 OT_{2 eps}[C]`` we solve with ``2 * epsilon`` on ott's cost and halve the result.
 """
 

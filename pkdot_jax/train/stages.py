@@ -6,10 +6,11 @@ how it is evaluated, and whether it belongs to the teacher side (shared by every
 (`loop.py`) reads nothing else about stages; adding a stage is one entry appended to `STAGES` (the position of
 a stage in the table picks its initialisation key and orders its records).
 
-The roles of the config's fields (`FIELDS`, derived from `schema.FIELDS`, where they are declared): which ones only the student side reads (a shared
-teacher directory ignores them), and which ones reach a compiled program only as data or as a branch index
-(runs differing only in them share one compiled program). The sweep's grouping and the teacher key derive from
-these sets; the key of a compiled program (`program_key`) reads the remaining fields.
+The roles of the config's fields (`FIELDS`, derived from `schema.FIELDS`, where they are declared): which ones
+only the student side reads (a shared teacher directory ignores them), and which ones reach a compiled program
+only as data or as a branch index (runs differing only in them share one compiled program). The sweep's
+grouping and the teacher key derive from these sets; the key of a compiled program (`program_key`)
+reads the remaining fields.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 `frozen` holds variables that the step reads but never trains (the frozen teacher's params and batch stats):
 they are an *argument* of the jitted step, never a captured constant (XLA constant-folds a closed-over teacher:
 54 ms per step on an H200 in our measurement, against 0.7 ms passed as an argument), they are not in the
-optimizer and they are left out of the student's checkpoints. `hparams` holds scalar hyperparameters as arrays (the distillation weight)
+optimizer and they are left out of the student's checkpoints. `hparams` holds scalar hyperparameters as arrays (the
+distillation weight)
 so that one compiled program can train several values side by side under `jax.vmap`. The optimizer is not part
 of the state: the step that applies it is built for it (so states of equal shapes share programs whatever
 optimizer object made them).
