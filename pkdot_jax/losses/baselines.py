@@ -403,7 +403,7 @@ def rkd(student: jax.Array, teacher: jax.Array, *, distance_weight: float = 25.0
     unit = diff / _safe_norm(diff)[..., None]
     return jnp.einsum("ijd,kjd->ijk", unit, unit, precision=_HIGHEST)
 
-  loss = 0.0
+  loss: jax.Array | float = 0.0
   if distance_weight:
     loss = loss + distance_weight * jnp.mean(_huber(distance_potential(student) - distance_potential(teacher)))
   if angle_weight:

@@ -107,7 +107,7 @@ def _solver_kwargs(threshold: float, max_iterations: int, implicit_diff: bool,
       threshold=threshold,
       max_iterations=max_iterations,
       implicit_diff=implicit_lib.ImplicitDiff() if implicit_diff else None,
-      momentum=acceleration.Momentum(start=_DEFAULT_MOMENTUM_START,
+      momentum=acceleration.Momentum(start=_DEFAULT_MOMENTUM_START,  # type: ignore[call-arg]  # ott's dataclass
                                      error_threshold=_DEFAULT_MOMENTUM_ERROR_THRESHOLD),
   )
   kwargs.update(solver_options or {})
@@ -129,7 +129,8 @@ def _cross_cost(x, y, a, b, eps, kwargs: dict[str, Any]) -> tuple[jax.Array, jax
   x_, y_, a_, b_ = (jax.lax.stop_gradient(v) for v in (x, y, a, b))
   geom = pointcloud.PointCloud(x_, y_, epsilon=eps)
   out = ott_linear.solve(geom, a=a_, b=b_, **kwargs)
-  first = (out.f, out.g, jnp.asarray(out.n_iters, jnp.int32), _last_error(out.errors).astype(x.dtype))
+  first = (out.f, out.g, jnp.asarray(out.n_iters, jnp.int32),  # type: ignore[union-attr]  # full rank
+           _last_error(out.errors).astype(x.dtype))  # type: ignore[arg-type]
   if kwargs.get("momentum") is not None:
     def plain():
       again = ott_linear.solve(geom, a=a_, b=b_, **{**kwargs, "momentum": None})
@@ -294,15 +295,15 @@ def sinkhorn_divergence(
       cost_xx, iters_xx, error_xx = _symmetric_cost(x, a, eps, threshold, max_iterations)
       cost_yy, iters_yy, error_yy = _symmetric_cost(y, b, eps, threshold, max_iterations)
       value = cost_xy - 0.5 * (cost_xx + cost_yy) + 0.5 * eps * (jnp.sum(a) - jnp.sum(b)) ** 2
-      n_iters = (iters_xy, iters_xx, iters_yy)
-      errors = (error_xy, error_xx, error_yy)
+      n_iters: Any = (iters_xy, iters_xx, iters_yy)
+      errors: Any = (error_xy, error_xx, error_yy)
     else:
       # Unrolled: all three solves by ott (its symmetric solves use parallel updates with momentum 0.5).
       value, out = ott_sinkhorn_divergence.sinkhorn_divergence(
           pointcloud.PointCloud, x, y, a=a, b=b, epsilon=eps, solve_kwargs=kwargs
       )
       n_iters = out.n_iters
-      errors = tuple(_last_error(e) for e in out.errors)
+      errors = tuple(_last_error(e) for e in out.errors)  # type: ignore[arg-type]
   value = 0.5 * value
   if not return_aux:
     return value

@@ -345,6 +345,7 @@ def _train_epoch(run: _Run, state: TrainState, step: int, train_step, cache, che
   member_keys = member_keys if members.vmapped else member_keys[0]
   every = int(config.checkpoint.every_steps) or run.steps_per_epoch
   skip = step - epoch * run.steps_per_epoch
+  losses_seen: list[Any]
   window, losses_seen, t0, n_clips = [], [], time.time(), 0
   for local_batch in run.data.train_batches(epoch, members.seeds, config.batch_size, skip=skip):
     if cache is not None:
@@ -357,7 +358,8 @@ def _train_epoch(run: _Run, state: TrainState, step: int, train_step, cache, che
     if len(window) >= config.log_every or step % run.steps_per_epoch == 0:
       host = _check_window(window, step - len(window) + 1, run.stage.name, checkpointer)
       losses_seen.extend(h["loss"] for h in host)
-      postfix = {"loss": f"{np.mean(host[-1]['loss']):.4f}", "clips/s": f"{n_clips / (time.time() - t0):.0f}"}
+      postfix: dict[str, Any] = {"loss": f"{np.mean(host[-1]['loss']):.4f}",
+                                 "clips/s": f"{n_clips / (time.time() - t0):.0f}"}
       if "ot_iterations" in host[-1]:
         postfix["sinkhorn_it"] = int(np.max(host[-1]["ot_iterations"]))
       progress.set_postfix(postfix)

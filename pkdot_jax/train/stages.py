@@ -147,7 +147,7 @@ def _pretrain(name: str, modality: Callable) -> Stage:
 
 
 def _student_grafts(config) -> tuple[Graft, ...]:
-  grafts = (Graft("teacher", tuple(config.student_init_from_teacher)),)
+  grafts: tuple[Graft, ...] = (Graft("teacher", tuple(config.student_init_from_teacher)),)
   if config.model.student.mode == "tnet_fusion":
     grafts += (Graft("tnet", ("tnet",), into="tnet"),)
   return grafts

@@ -39,8 +39,9 @@ class TrainState:
 
   def apply_gradients(self, tx: optax.GradientTransformation, grads, batch_stats) -> "TrainState":
     updates, opt_state = tx.update(grads, self.opt_state, self.params)
-    return self.replace(step=self.step + 1, params=optax.apply_updates(self.params, updates),
-                        opt_state=opt_state, batch_stats=batch_stats)
+    return self.replace(  # type: ignore[attr-defined]  # flax.struct adds it
+        step=self.step + 1, params=optax.apply_updates(self.params, updates),
+        opt_state=opt_state, batch_stats=batch_stats)
 
   def checkpoint_tree(self) -> dict[str, Any]:
     """What a checkpoint stores (resume point): everything but the frozen teacher, which has its own."""
@@ -49,7 +50,7 @@ class TrainState:
 
   def restored(self, tree: dict[str, Any]) -> "TrainState":
     """This state with the fields of a `checkpoint_tree()` replaced."""
-    return self.replace(**tree)
+    return self.replace(**tree)  # type: ignore[attr-defined]  # flax.struct adds it
 
   def variables(self) -> dict[str, Any]:
     """The model's variables {"params", "batch_stats"} (batch_stats only when the model has some)."""

@@ -90,7 +90,7 @@ def supervised_loss(model, task: str, *, mt_heads: bool = False, align_weight: f
         loss = loss + head_loss
       # Stage-1 alignment (MT-PKDOT): adapters pulled towards the joint embedding with a cosine loss.
       joint = jax.lax.stop_gradient(out.embedding.astype(jnp.float32))
-      align = 0.0
+      align: Any = 0.0
       for name in ("visual_embedding_adapted", "privileged_embedding_adapted"):
         align = align + jnp.mean(1.0 - optax.cosine_similarity(out.aux[name].astype(jnp.float32), joint))
       metrics["align_loss"] = align
@@ -112,7 +112,7 @@ def tnet_loss(tnet, teacher, objective: str = "mse") -> LossFn:
     visual, target = t_out.visual.astype(jnp.float32), t_out.privileged.astype(jnp.float32)
     predicted = tnet.apply({"params": params}, visual).astype(jnp.float32)
     metrics = {}
-    loss = 0.0
+    loss: Any = 0.0
     if "mse" in objective:
       metrics["mse"] = jnp.mean((predicted - target) ** 2)
       loss = loss + metrics["mse"]
@@ -292,7 +292,7 @@ def jit_step(step: Callable, mesh=None, *, vmapped: bool = False) -> Callable:
   """Jits a step with the state donated; on a mesh the state stays replicated and the batch sharded.
 
   `vmapped`: the state, batch and key carry a leading member axis (`parallel.over_members`)."""
-  jit_kwargs = {"donate_argnums": (0,)}
+  jit_kwargs: dict[str, Any] = {"donate_argnums": (0,)}
   if mesh is not None:
     rep = parallel.replicated(mesh)
     jit_kwargs["out_shardings"] = (rep, rep)
