@@ -54,15 +54,17 @@ def drop_fields(tree: dict[str, Any], paths) -> dict[str, Any]:
 
 def _loss_arguments(tree: dict[str, Any]) -> dict[str, Any]:
   """For the comparison on resume: `distill.kwargs` as the selected method computes them (its
-  `distill.method_kwargs` entry updated with `distill.kwargs`), without the other methods' entries. Configs
-  saved before `method_kwargs` existed held the selected method's arguments in `distill.kwargs` alone."""
+  `distill.method_kwargs` entry updated with `distill.kwargs`; none for the method "none", which computes
+  nothing), without the other methods' entries. Configs saved before `method_kwargs` existed held PKDOT's
+  arguments in `distill.kwargs` whatever the method (ignored by "none", and an error for any other)."""
   distill = tree.get("distill")
   if not isinstance(distill, dict) or "method" not in distill:
     return tree
   tree = json.loads(json.dumps(tree))
   per_method = tree["distill"].pop("method_kwargs", None) or {}
   own = per_method.get(tree["distill"]["method"]) or {}
-  tree["distill"]["kwargs"] = {**own, **(tree["distill"].get("kwargs") or {})}
+  method_none = tree["distill"]["method"] == "none"
+  tree["distill"]["kwargs"] = {} if method_none else {**own, **(tree["distill"].get("kwargs") or {})}
   return tree
 
 

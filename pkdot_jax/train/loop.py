@@ -583,10 +583,10 @@ def check_run(config, workdir: str, stages: tuple[str, ...], context: Context | 
   input_lib.check_data_config(config)
   if "student" in stages and config.distill.method != "none" and config.cache_teacher and config.data.augment:
     raise ValueError("config.cache_teacher needs deterministic teacher inputs, but config.data.augment is on")
-  _check_training_split(config, context)
   ckpt_lib.check_or_write_config(workdir, config, write=False)
   if teacher_dir != workdir:
     ckpt_lib.check_or_write_config(teacher_dir, config, drop=stages_lib.FIELDS.teacher_neutral, write=False)
+  _check_training_split(config, context)
 
 
 def _check_training_split(config, context: Context) -> None:

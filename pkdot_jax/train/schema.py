@@ -72,13 +72,16 @@ def integer(low: int | None = None, high: int | None = None) -> Check:
   return check
 
 
-def number(low: float | None = None, *, above: float | None = None, below: float | None = None) -> Check:
-  """A finite number, `>= low`, `> above`, `< below`."""
+def number(low: float | None = None, *, above: float | None = None, below: float | None = None,
+           high: float | None = None) -> Check:
+  """A finite number, `>= low`, `> above`, `< below`, `<= high`."""
   def check(value):
     if not _is_number(value):
       return f"must be a finite number, got {value!r}"
     if low is not None and value < low:
       return f"must be >= {low}, got {value}"
+    if high is not None and value > high:
+      return f"must be <= {high}, got {value}"
     if above is not None and value <= above:
       return f"must be > {above}, got {value}"
     if below is not None and value >= below:
@@ -105,10 +108,10 @@ def sequence(item: Check, *, min_len: int = 0, lengths: tuple[int, ...] | None =
   def check(value):
     if not isinstance(value, (tuple, list)):
       return f"must be a tuple, got {value!r}"
-    if len(value) < min_len or (lengths is not None and len(value) not in lengths):
-      return f"must have {min_len if lengths is None else ' or '.join(map(str, lengths))} or more items, " \
-             f"got {tuple(value)}" if lengths is None else \
-             f"must have {' or '.join(map(str, lengths))} items, got {tuple(value)}"
+    if len(value) < min_len:
+      return f"must have {min_len} or more items, got {tuple(value)}"
+    if lengths is not None and len(value) not in lengths:
+      return f"must have {' or '.join(map(str, lengths))} items, got {tuple(value)}"
     for i, v in enumerate(value):
       problem = item(v)
       if problem:
@@ -315,7 +318,7 @@ _TRAINER_ARGS = ("student", "teacher", "labels", "axis_name", "return_aux")
 _LOSS_ARG_CHECKS: Mapping[tuple[str, str], Check] = {
     ("pkdot", "k"): integer(1), ("pkdot", "epsilon"): number(above=0.0), ("pkdot", "threshold"): number(above=0.0),
     ("pkdot", "max_iterations"): integer(1), ("*", "temperature"): number(above=0.0),
-    ("generalized_distillation", "imitation"): number(0.0, below=1.0 + 1e-12), ("dkd", "alpha"): number(0.0),
+    ("generalized_distillation", "imitation"): number(0.0, high=1.0), ("dkd", "alpha"): number(0.0),
     ("dkd", "beta"): number(0.0), ("rkd", "distance_weight"): number(0.0), ("rkd", "angle_weight"): number(0.0),
     ("cc", "gamma"): number(above=0.0), ("cc", "order"): integer(1), ("mmd", "kernel_mul"): number(above=0.0),
     ("mmd", "kernel_num"): integer(1), ("nst", "degree"): integer(1),
@@ -407,7 +410,7 @@ def _check_batch(method: str, sources: list[tuple[dict[str, Any], str]], batch_s
     effective.update(args)
   if effective["anchors"] == "all" or effective["k"] < batch_size:
     return
-  where = next((f"{w}.k" for args, w in sources if "k" in args), f"config.distill.method_kwargs.{method}.k (unset: "
-               f"the loss's default)")
-  raise ConfigError(f"{where}={effective['k']}: PKDOT needs k < the batch size (config.batch_size={batch_size}): "
+  where = next((f"{w}.k={effective['k']}" for args, w in sources if "k" in args),
+               f"config.distill.method_kwargs.{method}.k={effective['k']} (unset: the loss's default)")
+  raise ConfigError(f"{where}: PKDOT needs k < the batch size (config.batch_size={batch_size}): "
                     f"k anchors per sample among the others of its batch")

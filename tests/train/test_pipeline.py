@@ -242,3 +242,11 @@ def test_workdir_saved_before_method_kwargs_resumes(tmp_path):
   changed = smoke_config(tmp_path / "tfds", **{"distill.method_kwargs.pkdot.k": 3})
   with pytest.raises(ValueError, match="distill.kwargs.k"):
     checkpoint.check_or_write_config(str(workdir), changed)
+  # The task-only control (method "none") was saved with PKDOT's arguments, which it never used.
+  control = smoke_config(tmp_path / "tfds", **{"distill.method": "none"})
+  workdir = tmp_path / "control"
+  checkpoint.check_or_write_config(str(workdir), control)
+  saved = json.loads((workdir / "config.json").read_text())
+  saved["distill"]["kwargs"] = saved["distill"].pop("method_kwargs")["pkdot"]
+  (workdir / "config.json").write_text(json.dumps(saved))
+  checkpoint.check_or_write_config(str(workdir), control)
