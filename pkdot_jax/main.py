@@ -13,7 +13,8 @@ environment variable PKDOT_DEBUG=1) prints the full traceback instead. User erro
     `--config.FIELD` override (AttributeError / KeyError from the config), an unknown command, a missing
     required flag (`UserError`, `app.UsageError`), a missing config file or unknown config name
     (FileNotFoundError), and any ValueError / KeyError / AttributeError / TypeError raised by the checks that
-    run before training (`loop.validate_config`, the model builders' config checks, the optimizer settings);
+    run before training (`loop.validate_config`: the schema's `ConfigError` naming a field, the model builders'
+    config checks, the optimizer settings);
   - while a command runs: ValueError (config checks inside the trainer, e.g. a dataset that needs
     --config.data.manual_dir, a workdir that holds another config), FileNotFoundError, NotADirectoryError and
     PermissionError (missing data, a teacher stage that has not been trained, no finished runs to report).
