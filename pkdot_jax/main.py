@@ -143,7 +143,8 @@ def command_help(command: str) -> str:
   lines += ["", _wrap(description, 0), "", "flags:"] + [_render_flag(e) for e in entries]
   if command == "train":
     lines += ["  --config.FIELD=VALUE", _wrap("Override one field of the config (after --config), e.g. "
-                                              "--config.model.dtype=bfloat16 --config.batch_size=32.", 6)]
+                                              "--config.model.dtype=bfloat16 --config.batch_size=32; a loss's "
+                                              "argument: --config.distill.method_kwargs.pkdot.k=8.", 6)]
   return "\n".join(lines) + "\n"
 
 
