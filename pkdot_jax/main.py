@@ -14,7 +14,8 @@ environment variable PKDOT_DEBUG=1) prints the full traceback instead. User erro
     `--config.FIELD` override (AttributeError / KeyError from the config), an unknown command, a missing
     required flag (`UserError`, `app.UsageError`), a missing config file or unknown config name
     (FileNotFoundError), and any ValueError / KeyError / AttributeError / TypeError raised by the checks that
-    run before training (`loop.validate_config`, the model builders' config checks, the optimizer settings);
+    run before training (`loop.validate_config`: the schema's `ConfigError` naming a field, the model builders'
+    config checks, the optimizer settings);
   - while a command runs: ValueError (config checks inside the trainer, e.g. a dataset that needs
     --config.data.manual_dir, a workdir that holds another config), FileNotFoundError, NotADirectoryError and
     PermissionError (missing data, a teacher stage that has not been trained, no finished runs to report).
@@ -151,7 +152,8 @@ def command_help(command: str) -> str:
   lines += ["", _wrap(description, 0), "", "flags:"] + [_render_flag(e) for e in entries]
   if command in _CONFIG_COMMANDS:
     lines += ["  --config.FIELD=VALUE", _wrap("Override one field of the config (after --config), e.g. "
-                                              "--config.model.dtype=bfloat16 --config.batch_size=32.", 6)]
+                                              "--config.model.dtype=bfloat16 --config.batch_size=32; a loss's "
+                                              "argument: --config.distill.method_kwargs.pkdot.k=8.", 6)]
   return "\n".join(lines) + "\n"
 
 
@@ -236,7 +238,9 @@ def _unknown_override(argv: list[str], invocation: _Invocation) -> str | None:
       if not hasattr(node, "keys") or part not in node.keys():
         known = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "none (not a group of fields)"
         where = "config." + ".".join(done) if done else "the config"
-        return f"--config.{path}: unknown config field {part!r}; fields of {where}: {known}"
+        hint = f" (a loss's argument: --config.distill.method_kwargs.METHOD.{part})" if done == ["distill", "kwargs"] \
+            else ""
+        return f"--config.{path}: unknown config field {part!r}; fields of {where}: {known or 'none'}{hint}"
       node, done = node[part], done + [part]
   return None
 

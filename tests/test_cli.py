@@ -143,6 +143,29 @@ def test_bad_config_writes_nothing(args, fragment, tmp_path):
   assert not workdir.exists()  # no config.json: the corrected command is not refused as "another config"
 
 
+@pytest.mark.parametrize("override,fragments", [
+    ("optimizer.learning_rate=-0.001", ["config.optimizer.learning_rate=-0.001", "> 0"]),
+    ("optimizer.grad_clip=-1", ["config.optimizer.grad_clip=-1", ">= 0"]),
+    ("stages.teacher.num_epochs=0", ["config.stages.teacher.num_epochs=0", ">= 1"]),
+    ("distill.weight=-1", ["config.distill.weight=-1", ">= 0"]),
+    ("distill.weight=nan", ["config.distill.weight=nan", "finite"]),
+    ("checkpoint.max_to_keep=0", ["config.checkpoint.max_to_keep=0", ">= 1"]),
+    ("distill.method_kwargs.pkdot.k=100", ["config.distill.method_kwargs.pkdot.k=100", "batch size", "16"]),
+    ("distill.method_kwargs.pkdot.epsilon=0", ["config.distill.method_kwargs.pkdot.epsilon=0", "> 0"]),
+    ("distill.kwargs.k=100", ["config.distill.kwargs.k", "method_kwargs"]),
+    ("data.val_fraction=1.5", ["config.data.val_fraction=1.5", "< 1"]),
+    ("batch_size=1000", ["config.batch_size=1000", "training split"]),
+    ("distill.method=none", None),  # passes the schema; then: a workdir with no teacher
+])
+def test_bad_values_fail_in_one_line_before_anything_is_written(override, fragments, tmp_path):
+  """Each value trained wrong or failed after training; now one line naming the field, nothing written."""
+  workdir = tmp_path / "run"
+  proc = pkdot("train", "--config=synthetic:smoke", f"--workdir={workdir}", f"--config.{override}",
+               f"--config.data.data_dir={tmp_path / 'tfds'}", *(["--stages=student"] if fragments is None else []))
+  assert_user_error(proc, *(fragments or ["teacher", "--stages"]))
+  assert not workdir.exists()
+
+
 CHECKS = """
 import sys
 from pkdot_jax import configs, main
@@ -174,7 +197,13 @@ fails("protocol", data__protocol="nosuch")
 fails("data.fold", data__fold=99)
 fails("config.data.name", data__name="nosuch")
 fails("batch_size", batch_size=0)
-fails("not divisible by the 2 devices", batch_size=3)
+fails("loss 'pkt' takes no argument 'k'; its arguments: reduction", distill__method="pkt", distill__kwargs={"k": 4})
+fails("config.distill.method_kwargs.rkd.angle_weight", distill__method_kwargs={"rkd": {"angle_weight": -1.0}})
+fails("config.distill.extra[0].kwargs.temprature",
+      distill__extra=({"method": "hinton_kd", "kwargs": {"temprature": 2.0}},))
+fails("config.data.no_such_field", data__no_such_field=1)
+fails("config.stages.student.optimizer", stages__student__optimizer={"learning_rte": 1e-4})
+fails("not divisible by the 2 devices", batch_size=5)
 fails("devices", num_devices=5)
 print("all refused")
 """
@@ -204,8 +233,8 @@ def test_corrected_command_passes_the_checks_after_a_bad_one(tmp_path):
   workdir = tmp_path / "run"
   bad = pkdot("train", "--config=synthetic:smoke", f"--workdir={workdir}", "--config.model.dtype=float16")
   assert_user_error(bad, "dtype")
-  good = pkdot("train", "--config=synthetic:smoke", f"--workdir={workdir}",
-               "--config.model.dtype=bfloat16", code=CHECK_ONLY)
+  good = pkdot("train", "--config=synthetic:smoke", f"--workdir={workdir}", "--config.model.dtype=bfloat16",
+               f"--config.data.data_dir={tmp_path / 'tfds'}", code=CHECK_ONLY)
   assert good.returncode == 0, good.stderr
   assert "checked teacher,tnet,student" in good.stdout
   assert not workdir.exists()

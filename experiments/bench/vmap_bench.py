@@ -29,7 +29,8 @@ TX = optax.adam(1e-3)
 def _member(cfg, teacher, student, batch, seed):
   t_vars = models.init_variables(teacher, batch, seed=100 + seed)
   s_vars = models.init_variables(student, {"video": batch["video"]}, seed=seed)
-  return TrainState.create(params=s_vars["params"], batch_stats=s_vars["batch_stats"], opt_state=TX.init(s_vars["params"]),
+  return TrainState.create(params=s_vars["params"], batch_stats=s_vars["batch_stats"],
+                           opt_state=TX.init(s_vars["params"]),
                            frozen={"teacher": t_vars}, hparams={"distill_weight": 0.6})
 
 

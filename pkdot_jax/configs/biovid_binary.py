@@ -40,9 +40,10 @@ and aggregate with `pkdot report`. Variants (comma-separated after the colon, e.
   smoke    tiny models (two residual stages of 8 / 16 channels), 4 frames of 16 x 16, 1 s of physio, batch 8,
            1 epoch per stage (CPU, under a minute; what tests/experiments/test_paper_configs.py runs).
 
-What the `authors` variant does NOT reproduce, on purpose (model and data bugs, not protocol; docs/design.md, section 4):
-batch-mixing fusion attention (ours is per-sample), the untrained random T-Net (ours is fitted, then frozen in the
-student), the 1000 Hz spectrogram of 512 Hz signals without log scaling, `drop_last` on the test loader (we score every test
+What the `authors` variant does NOT reproduce, on purpose (model and data bugs, not protocol; docs/design.md,
+section 4): batch-mixing fusion attention (ours is per-sample), the untrained random T-Net (ours is fitted, then
+frozen in the student), the 1000 Hz spectrogram of 512 Hz signals without log scaling, `drop_last` on the test
+loader (we score every test
 clip), and their ReduceLROnPlateau schedule driven by test accuracy (we keep a constant learning rate).
 
 Paper values: R3D-18 (torchvision layout, widths 64/128/256/512) on 10 frames of 112 x 112 (the builder stores 10
@@ -92,7 +93,7 @@ def paper_training(config) -> None:
   config.distill.method = "pkdot"
   config.distill.weight = 0.6
   config.distill.task_weight = 1.0
-  config.distill.kwargs = {"k": 30, "epsilon": 0.01, "anchors": "least_similar", "shift": "min"}
+  config.distill.method_kwargs = {"pkdot": {"k": 30, "epsilon": 0.01, "anchors": "least_similar", "shift": "min"}}
   config.tnet.objective = "mse"
 
 
@@ -105,7 +106,7 @@ def smoke_training(config) -> None:
   config.log_every = 1
   for stage in AUTHORS_PIPELINE:
     config.stages[stage].num_epochs = 1
-  config.distill.kwargs = {"k": 4, "epsilon": 0.01, "max_iterations": 200}
+  config.distill.method_kwargs = {"pkdot": {"k": 4, "epsilon": 0.01, "max_iterations": 200}}
   # Smaller than the "tiny" preset (two residual stages): XLA:CPU compile time of the train steps dominates.
   m = config.model
   for net in (m.video, m.privileged_net):

@@ -21,7 +21,7 @@ def get_config(arg: str = ""):
   config.stages.teacher.num_epochs = 8
   config.stages.tnet.num_epochs = 10
   config.stages.student.num_epochs = 8
-  config.distill.kwargs = {"k": 8, "epsilon": 0.01}
+  config.distill.method_kwargs = {"pkdot": {"k": 8, "epsilon": 0.01}}
   if arg == "smoke":
     config.data.overrides = {"num_subjects": 10, "samples_per_subject": 8}
     config.batch_size = 16
@@ -29,7 +29,7 @@ def get_config(arg: str = ""):
     config.stages.teacher.num_epochs = 1
     config.stages.tnet.num_epochs = 1
     config.stages.student.num_epochs = 1
-    config.distill.kwargs = {"k": 4, "epsilon": 0.01, "max_iterations": 200}
+    config.distill.method_kwargs = {"pkdot": {"k": 4, "epsilon": 0.01, "max_iterations": 200}}
     config.progress = False
   elif arg in ("demo", "demo_quick", "demo_all", "demo_size"):
     # The demo's students all start from the teacher's visual backbone; the multitask teacher serves MT-PKDOT
@@ -79,7 +79,8 @@ def get_config(arg: str = ""):
       config.stages.teacher.num_epochs = 3
       config.stages.tnet.num_epochs = 2
       config.stages.student.num_epochs = 2
-      config.distill.kwargs = {"k": 4, "epsilon": 0.01}
+      config.distill.method_kwargs = {"pkdot": {"k": 4, "epsilon": 0.01}}
   elif arg:
-    raise ValueError(f"synthetic config: unknown variant {arg!r} (use '', 'smoke', 'demo', 'demo_quick', 'demo_all' or 'demo_size')")
+    raise ValueError(f"synthetic config: unknown variant {arg!r} (use '', 'smoke', 'demo', 'demo_quick', 'demo_all' "
+                     f"or 'demo_size')")
   return config

@@ -1,7 +1,8 @@
 """Baseline knowledge-distillation losses, as pure functions with ``(student, teacher, ...)`` argument order.
 
 Every function stops the gradient into the teacher, reduces to a scalar, computes bfloat16/float16 inputs in
-float32 (and then returns a float32 scalar), and follows the normalisation of its paper; where the widely used implementations (RepDistiller, torchdistill, the authors' code) normalise
+float32 (and then returns a float32 scalar), and follows the normalisation of its paper; where the widely used
+implementations (RepDistiller, torchdistill, the authors' code) normalise
 differently, the docstring says so.
 """
 
@@ -402,7 +403,7 @@ def rkd(student: jax.Array, teacher: jax.Array, *, distance_weight: float = 25.0
     unit = diff / _safe_norm(diff)[..., None]
     return jnp.einsum("ijd,kjd->ijk", unit, unit, precision=_HIGHEST)
 
-  loss = 0.0
+  loss: jax.Array | float = 0.0
   if distance_weight:
     loss = loss + distance_weight * jnp.mean(_huber(distance_potential(student) - distance_potential(teacher)))
   if angle_weight:

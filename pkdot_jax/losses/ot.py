@@ -9,7 +9,8 @@ Convention (geomloss, Feydy et al. 2019): cost ``C(x, y) = 1/2 |x - y|^2`` and
 so ``epsilon = blur ** 2`` of ``geomloss.SamplesLoss("sinkhorn", p=2, blur=blur)``, computed to convergence
 (no epsilon annealing: on PKDOT clouds a geomloss-style epsilon-scaling warm start
 saved few or no iterations at epsilon 1e-3 and cost ~4 extra iterations at the default 0.01, where the solve
-takes 10-40; at epsilon ~1e-4 float32 resolution, not the start, limits the reachable marginal error). ott-jax's point-cloud cost is ``|x - y|^2``; since
+takes 10-40; at epsilon ~1e-4 float32 resolution, not the start, limits the reachable marginal error). ott-jax's
+point-cloud cost is ``|x - y|^2``; since
 ``OT_eps[C/2] = 1/2 OT_{2 eps}[C]`` we solve with ``2 * epsilon`` on ott's cost and halve the result.
 """
 
@@ -106,7 +107,7 @@ def _solver_kwargs(threshold: float, max_iterations: int, implicit_diff: bool,
       threshold=threshold,
       max_iterations=max_iterations,
       implicit_diff=implicit_lib.ImplicitDiff() if implicit_diff else None,
-      momentum=acceleration.Momentum(start=_DEFAULT_MOMENTUM_START,
+      momentum=acceleration.Momentum(start=_DEFAULT_MOMENTUM_START,  # type: ignore[call-arg]  # ott's dataclass
                                      error_threshold=_DEFAULT_MOMENTUM_ERROR_THRESHOLD),
   )
   kwargs.update(solver_options or {})
@@ -128,7 +129,8 @@ def _cross_cost(x, y, a, b, eps, kwargs: dict[str, Any]) -> tuple[jax.Array, jax
   x_, y_, a_, b_ = (jax.lax.stop_gradient(v) for v in (x, y, a, b))
   geom = pointcloud.PointCloud(x_, y_, epsilon=eps)
   out = ott_linear.solve(geom, a=a_, b=b_, **kwargs)
-  first = (out.f, out.g, jnp.asarray(out.n_iters, jnp.int32), _last_error(out.errors).astype(x.dtype))
+  first = (out.f, out.g, jnp.asarray(out.n_iters, jnp.int32),  # type: ignore[union-attr]  # full rank
+           _last_error(out.errors).astype(x.dtype))  # type: ignore[arg-type]
   if kwargs.get("momentum") is not None:
     def plain():
       again = ott_linear.solve(geom, a=a_, b=b_, **{**kwargs, "momentum": None})
@@ -293,15 +295,15 @@ def sinkhorn_divergence(
       cost_xx, iters_xx, error_xx = _symmetric_cost(x, a, eps, threshold, max_iterations)
       cost_yy, iters_yy, error_yy = _symmetric_cost(y, b, eps, threshold, max_iterations)
       value = cost_xy - 0.5 * (cost_xx + cost_yy) + 0.5 * eps * (jnp.sum(a) - jnp.sum(b)) ** 2
-      n_iters = (iters_xy, iters_xx, iters_yy)
-      errors = (error_xy, error_xx, error_yy)
+      n_iters: Any = (iters_xy, iters_xx, iters_yy)
+      errors: Any = (error_xy, error_xx, error_yy)
     else:
       # Unrolled: all three solves by ott (its symmetric solves use parallel updates with momentum 0.5).
       value, out = ott_sinkhorn_divergence.sinkhorn_divergence(
           pointcloud.PointCloud, x, y, a=a, b=b, epsilon=eps, solve_kwargs=kwargs
       )
       n_iters = out.n_iters
-      errors = tuple(_last_error(e) for e in out.errors)
+      errors = tuple(_last_error(e) for e in out.errors)  # type: ignore[arg-type]
   value = 0.5 * value
   if not return_aux:
     return value

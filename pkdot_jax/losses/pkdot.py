@@ -104,7 +104,8 @@ def pkdot(
   finite loss. Zero vectors, identical and near-duplicate embeddings give finite values and gradients for epsilon
   in [1e-4, 1] (tests/losses/test_pkdot_properties.py, 1,008 generated problems): an over-relaxed (x, y) solve
   that blows up (about 2 in 1,000 of them, at small epsilon) is solved again with plain updates. A solve that
-  does not reach ``threshold`` (in float32 the marginal error of the (x, y) solve stalls around 1e-4 to 1e-3 for epsilon ~1e-4, and epsilon ~1e-3 may need more than
+  does not reach ``threshold`` (in float32 the marginal error of the (x, y) solve stalls around 1e-4 to 1e-3 for
+  epsilon ~1e-4, and epsilon ~1e-3 may need more than
   ``max_iterations``) returns its last finite iterate with ``aux.converged`` False; ``converged`` is never True for
   a non-finite error or value.
 

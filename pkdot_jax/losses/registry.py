@@ -46,7 +46,8 @@ class LossSpec:
             teacher_shape: tuple[int, ...] | None = None) -> None:
     """Raises a ValueError naming the mismatch when the loss cannot compare these outputs."""
     if task not in self.tasks:
-      raise ValueError(f"distillation loss {self.name!r} compares {self.inputs.replace('logits', 'class logits')}; it does not apply to the {task!r} "
+      compared = self.inputs.replace("logits", "class logits")
+      raise ValueError(f"distillation loss {self.name!r} compares {compared}; it does not apply to the {task!r} "
                        f"task (choose an embedding-based loss)")
     if self.same_dim and student_shape is not None and teacher_shape is not None \
         and student_shape[-1] != teacher_shape[-1]:
@@ -76,7 +77,8 @@ _SPECS: Mapping[str, LossSpec] = types.MappingProxyType({
     s.name: s
     for s in (
         LossSpec("pkdot", pkdot, "embeddings", needs_labels=False, same_dim=False, returns_aux=True),
-        LossSpec("hinton_kd", baselines.hinton_kd, "logits", needs_labels=False, same_dim=True, tasks=("classification",)),
+        LossSpec("hinton_kd", baselines.hinton_kd, "logits", needs_labels=False, same_dim=True,
+                 tasks=("classification",)),
         LossSpec("dkd", baselines.dkd, "logits", needs_labels=True, same_dim=True, tasks=("classification",)),
         LossSpec("generalized_distillation", baselines.generalized_distillation, "logits", needs_labels=True,
                  same_dim=True, tasks=("classification",)),

@@ -284,7 +284,8 @@ def similarity_figure(root: str, path: str, context: Context, fold: int = 0) -> 
   batch = parallel.global_batch({k: v for k, v in local.items() if v.dtype.kind not in "OUS"}, mesh)
 
   teacher_vars = checkpoint.load_variables(os.path.join(pkdot_config["teacher_workdir"], "teacher", "best"))
-  embeddings = {"teacher (video + physio)": _member0_embedding("teacher", config, teacher_vars, batch, context)[mask][order]}
+  teacher_embedding = _member0_embedding("teacher", config, teacher_vars, batch, context)
+  embeddings = {"teacher (video + physio)": teacher_embedding[mask][order]}
   for method, label in ((methods_lib.CONTROL, "student, task loss only"), ("pkdot", "student with PKDOT")):
     method_config = sweep_lib.apply_overrides(config, {"method": method})
     student_vars = checkpoint.load_variables(os.path.join(run_dir(method), "student", "best"))

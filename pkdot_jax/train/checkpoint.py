@@ -20,8 +20,10 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from pkdot_jax.train import schema
+
 # Fields that may change between a run and its resume without changing what the run computes.
-RESUME_IGNORED_FIELDS = ("log_every", "progress", "checkpoint.keep", "eval_only", "workdir")
+RESUME_IGNORED_FIELDS = schema.paths(schema.RESUMABLE)
 # Fields added after runs were saved: a saved config without one compares as if it held this value (the value
 # that reproduces what those runs did), so their workdirs still resume.
 ADDED_FIELDS = {"model.video.pretrained": "", "model.privileged_net.pretrained": "", "student_backbone": "finetune"}
@@ -53,6 +55,22 @@ def drop_fields(tree: dict[str, Any], paths) -> dict[str, Any]:
   return tree
 
 
+def _loss_arguments(tree: dict[str, Any]) -> dict[str, Any]:
+  """For the comparison on resume: `distill.kwargs` as the selected method computes them (its
+  `distill.method_kwargs` entry updated with `distill.kwargs`; none for the method "none", which computes
+  nothing), without the other methods' entries. Configs saved before `method_kwargs` existed held PKDOT's
+  arguments in `distill.kwargs` whatever the method (ignored by "none", and an error for any other)."""
+  distill = tree.get("distill")
+  if not isinstance(distill, dict) or "method" not in distill:
+    return tree
+  tree = json.loads(json.dumps(tree))
+  per_method = tree["distill"].pop("method_kwargs", None) or {}
+  own = per_method.get(tree["distill"]["method"]) or {}
+  method_none = tree["distill"]["method"] == "none"
+  tree["distill"]["kwargs"] = {} if method_none else {**own, **(tree["distill"].get("kwargs") or {})}
+  return tree
+
+
 def check_or_write_config(workdir: str, config, drop: tuple[str, ...] = (), *, write: bool = True) -> None:
   """Writes `config.json` on a fresh workdir; on an existing one, refuses a different config by name.
 
@@ -65,7 +83,7 @@ def check_or_write_config(workdir: str, config, drop: tuple[str, ...] = (), *, w
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
-    a, b = _flatten(drop_fields(saved, drop)), _flatten(current)
+    a, b = _flatten(_loss_arguments(drop_fields(saved, drop))), _flatten(_loss_arguments(current))
     a.update({k: v for k, v in ADDED_FIELDS.items() if k in b and k not in a})
     differing = sorted(k for k in set(a) | set(b)
                        if a.get(k, "<absent>") != b.get(k, "<absent>")

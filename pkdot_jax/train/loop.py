@@ -41,7 +41,7 @@ from pkdot_jax.models import pretrained as pretrained_lib
 from pkdot_jax.train import checkpoint as ckpt_lib
 from pkdot_jax.train import evaluation
 from pkdot_jax.train import input as input_lib
-from pkdot_jax.train import parallel, runinfo, steps
+from pkdot_jax.train import parallel, runinfo, schema, steps
 from pkdot_jax.train import stages as stages_lib
 from pkdot_jax.train.programs import Context
 from pkdot_jax.train.state import TrainState, make_optimizer
@@ -134,7 +134,7 @@ class _Run:
 
 def _setup(stage_name: str, config, workdir: str, teacher_dir: str, mesh, context: Context) -> _Run:
   stage = stages_lib.get(stage_name)
-  mesh = mesh or parallel.make_mesh(config.get("num_devices"))
+  mesh = mesh or parallel.make_mesh(config.num_devices)
   data = input_lib.load(config, context.datasets)
   parallel.check_global_batch(config.batch_size, mesh)
   steps_per_epoch = len(data.train) // config.batch_size
@@ -359,6 +359,7 @@ def _train_epoch(run: _Run, state: TrainState, step: int, train_step, cache, che
   member_keys = member_keys if members.vmapped else member_keys[0]
   every = int(config.checkpoint.every_steps) or run.steps_per_epoch
   skip = step - epoch * run.steps_per_epoch
+  losses_seen: list[Any]
   window, losses_seen, t0, n_clips = [], [], time.time(), 0
   for local_batch in run.data.train_batches(epoch, members.seeds, config.batch_size, skip=skip):
     if cache is not None:
@@ -371,7 +372,8 @@ def _train_epoch(run: _Run, state: TrainState, step: int, train_step, cache, che
     if len(window) >= config.log_every or step % run.steps_per_epoch == 0:
       host = _check_window(window, step - len(window) + 1, run.stage.name, checkpointer)
       losses_seen.extend(h["loss"] for h in host)
-      postfix = {"loss": f"{np.mean(host[-1]['loss']):.4f}", "clips/s": f"{n_clips / (time.time() - t0):.0f}"}
+      postfix: dict[str, Any] = {"loss": f"{np.mean(host[-1]['loss']):.4f}",
+                                 "clips/s": f"{n_clips / (time.time() - t0):.0f}"}
       if "ot_iterations" in host[-1]:
         postfix["sinkhorn_it"] = int(np.max(host[-1]["ot_iterations"]))
       progress.set_postfix(postfix)
@@ -409,7 +411,7 @@ def _end_of_epoch(run: _Run, state: TrainState, best: _Best, step: int, epoch_lo
   record = {"stage": run.stage.name, "epoch": epoch, "step": step, "members": members.names(),
             "train_loss": np.atleast_1d(np.mean(np.stack(epoch_losses), axis=0)).tolist() if epoch_losses
             else None}
-  for split in ("val", "test") if config.get("test_every_epoch", True) else ("val",):
+  for split in ("val", "test") if config.test_every_epoch else ("val",):
     if len(getattr(run.data, split)):
       record[split] = evaluation.evaluate(eval_fn, state.variables(), state.frozen, run.data, split, config,
                                           run.mesh, len(members), members.vmapped)
@@ -435,11 +437,11 @@ def run_stage(stage: str, config, workdir: str, *, teacher_dir: str | None = Non
   train_step = _train_step(run)
   eval_fn = evaluation.eval_program(stage, config, run.members.vmapped, run.context.programs)
   checkpointer = ckpt_lib.Checkpointer(run.stage_dir, max_to_keep=config.checkpoint.max_to_keep,
-                                       min_interval_secs=config.checkpoint.get("min_interval_secs", 0.0))
+                                       min_interval_secs=config.checkpoint.min_interval_secs)
   state, best, step = _restore_or_init(run, checkpointer)
   cache = _teacher_cache(run)
   progress = tqdm(total=run.total_steps, initial=step, desc=stage, dynamic_ncols=True, leave=False,
-                  disable=not (config.get("progress", True) and _is_writer()))
+                  disable=not (config.progress and _is_writer()))
   t_stage = time.time()
   while step < run.total_steps:
     state, step, epoch_losses, stopped = _train_epoch(run, state, step, train_step, cache, checkpointer, best,
@@ -463,7 +465,7 @@ def _teacher_cache(run: _Run):
   # A program that holds a distillation loss reads the teacher even in a run whose own loss is "none" (the
   # task-only control sharing it): the cache spares that run the teacher forward too.
   if run.stage.name != "student" or not any(steps.branch_methods(b) for b in losses) \
-      or not config.get("cache_teacher", False):
+      or not config.cache_teacher:
     return None
   need_heads = any(b["mt_pkdot"] for b in losses)
   teacher = _per_member(run.context.saved.load(run.saved("teacher")), run)
@@ -476,7 +478,7 @@ def _write_outputs(run: _Run, state: TrainState, best: _Best, eval_fn, seconds: 
   metrics of the selected variables when not scored every epoch, and result.json, written last."""
   final_vars = best.variables if np.all(best.epoch > 0) else state.variables()
   final_test = None
-  if not run.config.get("test_every_epoch", True) and len(run.data.test):  # the selected variables, scored once
+  if not run.config.test_every_epoch and len(run.data.test):  # the selected variables, scored once
     final_test = evaluation.evaluate(eval_fn, final_vars, state.frozen, run.data, "test", run.config, run.mesh,
                                      len(run.members), run.members.vmapped)
   os.makedirs(run.stage_dir, exist_ok=True)
@@ -543,6 +545,7 @@ def validate_config(config, stages: tuple[str, ...], context: Context | None = N
   """Checks what can be checked before any data is read or program compiled; names the field at fault."""
   for stage in stages:
     stages_lib.get(stage)  # ValueError listing the stages
+  schema.validate(config)  # every value within its field's constraints; every loss argument known to its loss
   for branch in (context or Context()).programs.student_losses(config)[0]:
     terms = [("config.distill.method", branch["method"])] * (branch["method"] != "none")
     terms += [(f"config.distill.extra[{i}].method", t["method"]) for i, t in enumerate(branch["extra"])]
@@ -565,12 +568,6 @@ def validate_config(config, stages: tuple[str, ...], context: Context | None = N
   if "student" in stages and own["method"] != "none" and config.model.student.mode == "video_only" \
       and config.distill.mt_pkdot:
     raise ValueError("MT-PKDOT distils into the T-Net + fusion student, not the video_only one")
-  if config.get("student_backbone", "finetune") not in stages_lib.STUDENT_BACKBONES:
-    raise ValueError(f"config.student_backbone must be one of {stages_lib.STUDENT_BACKBONES}, got "
-                     f"{config.student_backbone!r}")
-  for name in ("batch_size", "eval_batch_size"):
-    if config[name] < 1:
-      raise ValueError(f"config.{name} must be >= 1, got {config[name]}")
 
 
 def check_run(config, workdir: str, stages: tuple[str, ...], context: Context | None = None) -> None:
@@ -579,7 +576,7 @@ def check_run(config, workdir: str, stages: tuple[str, ...], context: Context | 
   stages this run reads but does not train, and the configs saved in the workdir and teacher directory."""
   validate_config(config, stages, context)
   context = context or Context()
-  teacher_dir = config.get("teacher_workdir") or workdir
+  teacher_dir = config.teacher_workdir or workdir
   for name in stages:
     stage = stages_lib.get(name)
     if name not in config.stages:
@@ -602,14 +599,23 @@ def check_run(config, workdir: str, stages: tuple[str, ...], context: Context | 
       grafted = [n for g in stage.grafts(config) for n in g.names if not g.optional or g.source in earlier
                  or os.path.exists(os.path.join(teacher_dir, g.source, "best"))]
       pretrained_lib.check(config.model, _from_file(stage, config, grafted))
-  parallel.check_global_batch(config.batch_size, parallel.make_mesh(config.get("num_devices")))
+  parallel.check_global_batch(config.batch_size, parallel.make_mesh(config.num_devices))
   input_lib.check_data_config(config)
-  if "student" in stages and config.distill.method != "none" and config.get("cache_teacher", False) \
-      and config.data.get("augment", False):
+  if "student" in stages and config.distill.method != "none" and config.cache_teacher and config.data.augment:
     raise ValueError("config.cache_teacher needs deterministic teacher inputs, but config.data.augment is on")
   ckpt_lib.check_or_write_config(workdir, config, write=False)
   if teacher_dir != workdir:
     ckpt_lib.check_or_write_config(teacher_dir, config, drop=stages_lib.FIELDS.teacher_neutral, write=False)
+  _check_training_split(config, context)
+
+
+def _check_training_split(config, context: Context) -> None:
+  """The fold's training split holds at least one batch (reads the dataset's subjects; writes no workdir)."""
+  data = input_lib.load(config, context.datasets)
+  if len(data.train) < config.batch_size:
+    raise schema.ConfigError(
+        f"config.batch_size={config.batch_size}: larger than the training split of fold {config.data.fold} "
+        f"({len(data.train)} examples with config.data.val_fraction={config.data.val_fraction}); use a smaller batch")
 
 
 def run_pipeline(config, workdir: str, stages: tuple[str, ...] | None = None, *,
@@ -623,7 +629,7 @@ def run_pipeline(config, workdir: str, stages: tuple[str, ...] | None = None, *,
   context = context or Context()
   stages = tuple(stages or config.pipeline)
   check_run(config, workdir, stages, context)
-  teacher_dir = config.get("teacher_workdir") or workdir
+  teacher_dir = config.teacher_workdir or workdir
   ckpt_lib.check_or_write_config(workdir, config, write=_is_writer())
   if _is_writer():
     runinfo.write(workdir, config)

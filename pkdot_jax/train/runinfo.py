@@ -33,7 +33,7 @@ def git_revision() -> str | None:
 
 
 def versions() -> dict[str, str | None]:
-  out = {}
+  out: dict[str, str | None] = {}
   for name in PACKAGES:
     try:
       out[name] = importlib.metadata.version(name)
@@ -62,7 +62,7 @@ def hardware() -> dict[str, object]:
 
 
 def collect(config=None) -> dict[str, object]:
-  info = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv),
+  info: dict[str, object] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv),
           "python": sys.version.split()[0], "versions": versions(), "hardware": hardware(),
           "git_revision": git_revision()}
   if config is not None:

@@ -6,10 +6,11 @@ how it is evaluated, and whether it belongs to the teacher side (shared by every
 (`loop.py`) reads nothing else about stages; adding a stage is one entry appended to `STAGES` (the position of
 a stage in the table picks its initialisation key and orders its records).
 
-The fields of the config are declared once too (`FIELDS`): which ones only the student side reads (a shared
-teacher directory ignores them), and which ones reach a compiled program only as data or as a branch index
-(runs differing only in them share one compiled program). The sweep's grouping and the teacher key derive from
-these sets; the key of a compiled program (`program_key`) reads the remaining fields.
+The roles of the config's fields (`FIELDS`, derived from `schema.FIELDS`, where they are declared): which ones
+only the student side reads (a shared teacher directory ignores them), and which ones reach a compiled program
+only as data or as a branch index (runs differing only in them share one compiled program). The sweep's
+grouping and the teacher key derive from these sets; the key of a compiled program (`program_key`)
+reads the remaining fields.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ import jax.numpy as jnp
 
 from pkdot_jax import models
 from pkdot_jax.train import checkpoint as ckpt_lib
-from pkdot_jax.train import steps
+from pkdot_jax.train import schema, steps
 
 
 # --------------------------------------------------------------------------------------------------- fields
 @dataclasses.dataclass(frozen=True)
 class Fields:
-  """Dotted config paths, grouped by who reads them.
+  """Dotted config paths, grouped by who reads them; derived from the roles declared in `schema.FIELDS`.
 
   student_side: fields the teacher-side stages never read (a teacher shared by several runs ignores them).
   run_only: fields that change neither training nor programs (paths, logging, which stages run).
@@ -39,12 +40,11 @@ class Fields:
     before they existed, so older workdirs resume). `distill.extra`: further losses added to the student loss,
     each {"method", "weight", "kwargs"} with a fixed weight (e.g. PKDOT + generalized distillation).
   """
-  student_side: tuple[str, ...] = ("distill", "stages.student", "model.student", "cache_teacher",
-                                   "student_init_from_teacher", "student_backbone", "select_metric")
-  run_only: tuple[str, ...] = ("pipeline", "teacher_workdir", "log_every", "progress")
-  losses: tuple[str, ...] = ("distill.method", "distill.kwargs", "distill.mt_pkdot", "distill.extra")
-  arrays: tuple[str, ...] = ("distill.weight", "distill.task_weight", "seeds", "data.fold")
-  optional: tuple[str, ...] = ("distill.extra",)
+  student_side: tuple[str, ...] = schema.paths(schema.STUDENT)
+  run_only: tuple[str, ...] = schema.paths(schema.HOST)
+  losses: tuple[str, ...] = schema.paths(schema.LOSS)
+  arrays: tuple[str, ...] = schema.paths(schema.ARRAY)
+  optional: tuple[str, ...] = schema.paths(schema.OPTIONAL)
 
   @property
   def teacher_neutral(self) -> tuple[str, ...]:
@@ -146,19 +146,19 @@ def _pretrain(name: str, modality: Callable) -> Stage:
       loss_key=lambda config, losses: {"multitask": False})
 
 
-STUDENT_BACKBONES = ("finetune", "frozen_from_video")
+STUDENT_BACKBONES = schema.STUDENT_BACKBONES
 
 
 def frozen_student_backbone(config) -> bool:
   """`config.student_backbone`: "finetune" (default: the student's visual backbone starts from the teacher's,
   `student_init_from_teacher`, and trains) or "frozen_from_video" (the authors' regime: it is the visual-only
   model's (stage pretrain_video), frozen; the fusion and head, or the video-only projection and head, train)."""
-  return config.get("student_backbone", "finetune") == "frozen_from_video"
+  return config.student_backbone == "frozen_from_video"
 
 
 def _student_grafts(config) -> tuple[Graft, ...]:
   names = tuple(config.student_init_from_teacher)
-  grafts = ()
+  grafts: tuple[Graft, ...] = ()
   if frozen_student_backbone(config):
     names = tuple(name for name in names if name != "visual_backbone")
     grafts = (Graft("pretrain_video", ("visual_backbone",)),)

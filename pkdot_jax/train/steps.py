@@ -90,7 +90,7 @@ def supervised_loss(model, task: str, *, mt_heads: bool = False, align_weight: f
         loss = loss + head_loss
       # Stage-1 alignment (MT-PKDOT): adapters pulled towards the joint embedding with a cosine loss.
       joint = jax.lax.stop_gradient(out.embedding.astype(jnp.float32))
-      align = 0.0
+      align: Any = 0.0
       for name in ("visual_embedding_adapted", "privileged_embedding_adapted"):
         align = align + jnp.mean(1.0 - optax.cosine_similarity(out.aux[name].astype(jnp.float32), joint))
       metrics["align_loss"] = align
@@ -112,7 +112,7 @@ def tnet_loss(tnet, teacher, objective: str = "mse") -> LossFn:
     visual, target = t_out.visual.astype(jnp.float32), t_out.privileged.astype(jnp.float32)
     predicted = tnet.apply({"params": params}, visual).astype(jnp.float32)
     metrics = {}
-    loss = 0.0
+    loss: Any = 0.0
     if "mse" in objective:
       metrics["mse"] = jnp.mean((predicted - target) ** 2)
       loss = loss + metrics["mse"]
@@ -139,13 +139,17 @@ def distillation_term(method: str, kwargs: dict[str, Any], student_out, teacher_
 def distill_branch(d: Any) -> dict[str, Any]:
   """One distillation loss as the student program compiles it: {"method", "kwargs", "mt_pkdot", "extra"} (from
   a dict or a ConfigDict with at least "method"); runs are matched to program branches by equality of these.
+  "kwargs": `method_kwargs[method]` (the experiment's arguments of that loss) updated with `kwargs` (the run's).
 
   "extra": further registered losses added to the same student loss, each {"method", "weight", "kwargs"}, with
   its weight fixed in the program (e.g. PKDOT + generalized distillation)."""
   d = ckpt_lib.config_to_dict(d)  # plain JSON values from a ConfigDict or a dict
   extra = [{"method": t["method"], "weight": float(t.get("weight", 1.0)), "kwargs": dict(t.get("kwargs") or {})}
            for t in d.get("extra") or ()]
-  return {"method": d.get("method", "none"), "kwargs": dict(d.get("kwargs") or {}),
+  method = d.get("method", "none")
+  # The method's arguments: this experiment's for that method (distill.method_kwargs), then the run's own.
+  kwargs = {**dict((d.get("method_kwargs") or {}).get(method) or {}), **dict(d.get("kwargs") or {})}
+  return {"method": method, "kwargs": kwargs,
           "mt_pkdot": bool(d.get("mt_pkdot", False)), "extra": extra}
 
 
@@ -288,7 +292,7 @@ def jit_step(step: Callable, mesh=None, *, vmapped: bool = False) -> Callable:
   """Jits a step with the state donated; on a mesh the state stays replicated and the batch sharded.
 
   `vmapped`: the state, batch and key carry a leading member axis (`parallel.over_members`)."""
-  jit_kwargs = {"donate_argnums": (0,)}
+  jit_kwargs: dict[str, Any] = {"donate_argnums": (0,)}
   if mesh is not None:
     rep = parallel.replicated(mesh)
     jit_kwargs["out_shardings"] = (rep, rep)

@@ -38,8 +38,8 @@ def test_paper_values(name, variant):
   assert config.student_backbone == ("frozen_from_video" if variant == "authors" else "finetune")
   assert config.model.video.pretrained == config.model.privileged_net.pretrained == ""  # given on the command line
   assert config.distill.method == "pkdot" and config.distill.weight == 0.6
-  assert config.distill.kwargs.k == 30 and config.distill.kwargs.epsilon == 0.01
-  assert config.distill.kwargs.anchors == "least_similar"
+  assert config.distill.method_kwargs.pkdot.k == 30 and config.distill.method_kwargs.pkdot.epsilon == 0.01
+  assert config.distill.method_kwargs.pkdot.anchors == "least_similar"
   m = config.model
   assert tuple(m.video.widths) == (64, 128, 256, 512) and tuple(m.video.blocks) == (2, 2, 2, 2)
   assert tuple(m.privileged_net.widths) == (64, 128, 256, 512) and m.privileged_backbone == "resnet2d18"

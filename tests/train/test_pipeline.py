@@ -185,3 +185,68 @@ def test_weight_members_equal_single_weight_runs(trained_pipeline, tmp_path):
       loop.run_pipeline(student_config, workdir, ("student",))
       finals[weight] = _latest(workdir, "student")["state"]["params"]
     _assert_trees_close(jax.tree.map(lambda x: x[1], finals[(0.3, 0.9)]), finals[0.9], 1e-5)
+
+
+# ------------------------------------------------------------------------------ the loss-switch examples
+def _pkdot_cli(*args):
+  """`pkdot ARGS` in a subprocess from the repository root (the command a user types)."""
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env = {k: v for k, v in os.environ.items() if k != "PKDOT_DEBUG"}
+  env.update(PYTHONPATH=root + os.pathsep + env.get("PYTHONPATH", ""), JAX_PLATFORMS="cpu",
+             PKDOT_COMPILATION_CACHE="")
+  return subprocess.run([sys.executable, "-m", "pkdot_jax.main", *map(str, args)], cwd=root, env=env,
+                        capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["pkt", "rkd"])
+def test_readme_loss_switch_example_runs(trained_pipeline, tmp_path, method):
+  """README: another student from the same teacher with `--config.distill.method=METHOD` (PKDOT's arguments
+  are PKDOT's: the method runs with its own defaults), at the smoke size of the fixture's teacher."""
+  config, teacher_dir, _ = trained_pipeline
+  workdir = tmp_path / "student"
+  proc = _pkdot_cli("train", "--config=synthetic:smoke", f"--workdir={workdir}", "--stages=student",
+                    f"--config.teacher_workdir={teacher_dir}", f"--config.distill.method={method}",
+                    f"--config.data.data_dir={config.data.data_dir}", "--config.num_devices=1",
+                    "--config.stages.teacher.num_epochs=2")
+  assert proc.returncode == 0, proc.stderr
+  saved = json.loads((workdir / "config.json").read_text())
+  assert saved["distill"]["method"] == method and saved["distill"]["kwargs"] == {}
+  result = json.loads((workdir / "student" / "result.json").read_text())
+  assert np.isfinite(result["members"][0]["test"]["accuracy"])
+
+
+@pytest.mark.slow
+def test_help_loss_switch_example_runs(data_dir, tmp_path):
+  """`pkdot train --help`'s example (`--config.distill.method=pkt --config.seeds=0,1`) on the smoke config:
+  every stage trains, two members."""
+  workdir = tmp_path / "syn"
+  proc = _pkdot_cli("train", "--config=synthetic:smoke", f"--workdir={workdir}", "--config.distill.method=pkt",
+                    "--config.seeds=0,1", f"--config.data.data_dir={data_dir}", "--config.num_devices=1")
+  assert proc.returncode == 0, proc.stderr
+  result = json.loads((workdir / "student" / "result.json").read_text())
+  assert [m["seed"] for m in result["members"]] == [0, 1]
+
+
+def test_workdir_saved_before_method_kwargs_resumes(tmp_path):
+  """A config.json saved when PKDOT's arguments lived in distill.kwargs equals today's config on resume."""
+  config = smoke_config(tmp_path / "tfds")
+  workdir = tmp_path / "old"
+  checkpoint.check_or_write_config(str(workdir), config)
+  saved = json.loads((workdir / "config.json").read_text())
+  saved["distill"]["kwargs"] = saved["distill"].pop("method_kwargs")["pkdot"]  # the older layout
+  (workdir / "config.json").write_text(json.dumps(saved))
+  checkpoint.check_or_write_config(str(workdir), config)  # no error: same run
+  changed = smoke_config(tmp_path / "tfds", **{"distill.method_kwargs.pkdot.k": 3})
+  with pytest.raises(ValueError, match="distill.kwargs.k"):
+    checkpoint.check_or_write_config(str(workdir), changed)
+  # The task-only control (method "none") was saved with PKDOT's arguments, which it never used.
+  control = smoke_config(tmp_path / "tfds", **{"distill.method": "none"})
+  workdir = tmp_path / "control"
+  checkpoint.check_or_write_config(str(workdir), control)
+  saved = json.loads((workdir / "config.json").read_text())
+  saved["distill"]["kwargs"] = saved["distill"].pop("method_kwargs")["pkdot"]
+  (workdir / "config.json").write_text(json.dumps(saved))
+  checkpoint.check_or_write_config(str(workdir), control)
