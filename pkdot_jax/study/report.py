@@ -369,6 +369,7 @@ def main(root: str, group_keys: list[str] | None = None) -> str:
   if demo.is_demo(root) and group_keys is None:
     text = demo.build_report(root)
     print(text)
+    print(f"\nreport: {os.path.join(root, 'report', 'report.md')}")
     return text
   rows = collect(root)
   if not rows:
@@ -395,10 +396,14 @@ def main(root: str, group_keys: list[str] | None = None) -> str:
       training_size_plot(os.path.join(root, "training_size.png"), rows, metric)
       parts += ["", "training_size.png: test accuracy against training subjects, and each method's difference to "
                     "the control."]
+  parts += ["", f"![{metric} per group](summary.png)"]
+  if by_size and "method" in group_keys and any(r.get("method") == CONTROL for r in rows):
+    parts += ["", "![training size](training_size.png)"]
   text = "\n".join(parts)
   write_csv(os.path.join(root, "summary.csv"), rows)
   with open(os.path.join(root, "summary.md"), "w") as f:
     f.write(text + "\n")
   bar_plot(os.path.join(root, "summary.png"), table, group_keys[0], metric.removeprefix("test_"))
   print(text)
+  print(f"\nreport: {os.path.join(root, 'summary.md')}")
   return text
