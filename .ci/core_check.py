@@ -20,7 +20,7 @@ rkd_value, rkd_grad = baseline(student)
 checks = {"pkdot finite and positive": bool(jnp.isfinite(value) & (value > 0)),
           "pkdot gradient finite and non-zero": bool(jnp.all(jnp.isfinite(grad)) & jnp.any(grad != 0)),
           "rkd finite with a finite gradient": bool(jnp.isfinite(rkd_value) & jnp.all(jnp.isfinite(rkd_grad))),
-          "no trainer package imported": not [m for m in TRAIN_ONLY if m in sys.modules]}
+          "no trainer package imported": not [m for m in TRAIN_ONLY if sys.modules.get(m) is not None]}
 failed = [name for name, ok in checks.items() if not ok]
 print(f"core install: pkdot={float(value):.6f} rkd={float(rkd_value):.6f}; "
       + ("all checks passed" if not failed else "FAILED: " + ", ".join(failed)))
