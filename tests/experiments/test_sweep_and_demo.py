@@ -146,7 +146,7 @@ def test_demo_quick_end_to_end_and_the_report_rebuild(tmp_path, monkeypatch, cap
   assert "![test accuracy per row](methods.png)" in text
   out_err = capsys.readouterr()
   assert f"report: {os.path.join(workdir, 'report', 'report.md')}" in out_err.out.splitlines()
-  assert "teachers" not in out_err.out and "[sweep]" in out_err.err  # progress on stderr, results on stdout
+  assert "[sweep]" not in out_err.out and "[sweep]" in out_err.err  # progress on stderr, results on stdout
   assert "vs_control" in by_name["video_only"] and "vs_control" not in by_name["task_only"]
   assert by_name[demo.CEILING]["n"] == 2  # one probe per fold
   timing = summary["timing"]
