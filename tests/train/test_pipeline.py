@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 
+from pkdot_jax import console
 from pkdot_jax.study import sweep
 from pkdot_jax.train import checkpoint, loop, summaries
 from train_helpers import smoke_config
@@ -104,6 +105,12 @@ def test_event_files_hold_every_step_and_agree_with_metrics_jsonl(trained_pipeli
   err = capsys.readouterr().err
   for stage in ("teacher", "tnet", "student"):
     assert f"{stage}: done, skipped ({os.path.join(workdir, stage, 'result.json')} exists)" in err
+  console.set_verbosity(console.QUIET)  # --verbosity=-1: errors and results only
+  try:
+    loop.run_pipeline(config, workdir)
+  finally:
+    console.set_verbosity(console.DEFAULT)
+  assert capsys.readouterr().err == ""
 
 
 def test_resume_is_exact(data_dir, tmp_path, capsys):
