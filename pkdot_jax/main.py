@@ -18,7 +18,11 @@ environment variable PKDOT_DEBUG=1) prints the full traceback instead. User erro
     --config.data.manual_dir, a workdir that holds another config), FileNotFoundError, NotADirectoryError and
     PermissionError (missing data, a teacher stage that has not been trained, no finished runs to report).
 Any other exception is a bug (or an environment failure) and keeps its traceback (exit status 1). Ctrl-C exits
-with status 130 and no traceback.
+with status 130 and no traceback. The `pkdot` script enters through `cli.py`, which exits with status 2 and one
+line when the `train` extra is not installed.
+
+Output: progress (stage and epoch lines, bars) on stderr as `--verbosity` says (console.py), results (tables,
+report paths) on stdout.
 """
 
 from __future__ import annotations
