@@ -20,7 +20,11 @@ environment variable PKDOT_DEBUG=1) prints the full traceback instead. User erro
     --config.data.manual_dir, a workdir that holds another config), FileNotFoundError, NotADirectoryError and
     PermissionError (missing data, a teacher stage that has not been trained, no finished runs to report).
 Any other exception is a bug (or an environment failure) and keeps its traceback (exit status 1). Ctrl-C exits
-with status 130 and no traceback.
+with status 130 and no traceback. The `pkdot` script enters through `cli.py`, which exits with status 2 and one
+line when the `train` extra is not installed.
+
+Output: progress (stage and epoch lines, bars) on stderr as `--verbosity` says (console.py), results (tables,
+report paths) on stdout.
 """
 
 from __future__ import annotations
@@ -73,7 +77,10 @@ class UserError(Exception):
 
 # ----------------------------------------------------------------------------------------------------- help
 _MULTI_HOST = ("coordinator_address", "num_processes", "process_id")
-_COMMON = ("compilation_cache",) + _MULTI_HOST + ("debug",)
+_VERBOSITY = ("verbosity", "What is printed (progress on stderr, results on stdout): -1 errors and results only; "
+              "0 + a line per stage (trained / skipped as done / resuming at step N of M) and per epoch; 1 + "
+              "progress bars (default); 2 + the libraries' INFO logs.")
+_COMMON = ("compilation_cache",) + _MULTI_HOST + ("debug", _VERBOSITY)
 
 # Per command: one-line summary, usage lines, description, its flags (name or (name, help override)).
 _COMMAND_HELP = {
@@ -103,7 +110,7 @@ _COMMAND_HELP = {
         "rebuild tables and plots from a sweep or demo workdir",
         ["pkdot report WORKDIR"],
         "Reads the finished runs' files under WORKDIR and writes summary.md, summary.csv and plots there.",
-        (("workdir", "The sweep or demo root (same as the positional WORKDIR)."), "debug")),
+        (("workdir", "The sweep or demo root (same as the positional WORKDIR)."), "debug", _VERBOSITY)),
     "data": (
         "`pkdot data check`: what the builder will find in a manual download, before preparing it",
         ["pkdot data check --config=NAME[:variant] --config.data.manual_dir=DIR [--config.FIELD=VALUE ...]"],
@@ -129,7 +136,7 @@ def _wrap(text: str, indent: int, width: int = 100) -> str:
 
 _METAVARS = {"config": "NAME[:variant]", "workdir": "DIR", "stages": "a,b", "methods": "a,b", "shard": "i/n",
              "sweep": "FILE.py", "compilation_cache": "DIR", "coordinator_address": "HOST:PORT",
-             "num_processes": "N", "process_id": "I"}
+             "num_processes": "N", "process_id": "I", "verbosity": "N"}
 
 
 def _render_flag(entry) -> str:
@@ -140,7 +147,7 @@ def _render_flag(entry) -> str:
   if isinstance(default, list):
     default = ",".join(str(d) for d in default)
   value = "" if flag.boolean else "=" + _METAVARS.get(name, "VALUE")
-  if default not in (None, False, "") and name != "workdir":
+  if default not in (None, False, "") and name not in ("workdir", "verbosity"):
     text += f" (default: {default})"
   head = f"  --{'[no]' if flag.boolean else ''}{name}{value}"
   return head + "\n" + _wrap(text, 6)
@@ -283,8 +290,13 @@ def _check_flags(command: str) -> None:
 # ----------------------------------------------------------------------------------------------------- main
 def main(argv: list[str], invocation: _Invocation | None = None) -> None:
   from absl import logging
+  from pkdot_jax import console
   invocation = invocation or _Invocation()
-  logging.set_verbosity(logging.WARNING)  # orbax logs every save and restore at INFO
+  # absl's --verbosity (default -1) selects what pkdot prints (pkdot_jax/console.py); absl's own logs stay at
+  # WARNING below level 2 (orbax logs every save and restore at INFO).
+  console.set_verbosity(FLAGS.verbosity if FLAGS["verbosity"].present else console.DEFAULT)
+  logging.set_verbosity(logging.INFO if console.verbosity() >= console.DEBUG else
+                        logging.WARNING if console.verbosity() >= console.STAGES else logging.ERROR)
   positional = argv[1:]
   command = positional[0] if positional else "train"
   if command not in COMMANDS:
@@ -325,8 +337,12 @@ def main(argv: list[str], invocation: _Invocation | None = None) -> None:
   if command == "train":
     from pkdot_jax.train import loop, programs
     invocation.running = True  # run_pipeline checks the config before it writes anything
-    results = loop.run_pipeline(FLAGS.config, FLAGS.workdir, tuple(FLAGS.stages) if FLAGS.stages else None,
-                                context=programs.Context())
+    stages, context = tuple(FLAGS.stages) if FLAGS.stages else None, programs.Context()
+    loop.check_run(FLAGS.config, FLAGS.workdir, stages or tuple(FLAGS.config.pipeline), context)  # errors first
+    console.info(f"pkdot: to watch it: tensorboard --logdir {FLAGS.workdir}")
+    if FLAGS.config.get("teacher_workdir") and FLAGS.config.teacher_workdir != FLAGS.workdir:
+      console.info(f"pkdot: its teacher-side stages: tensorboard --logdir {FLAGS.config.teacher_workdir}")
+    results = loop.run_pipeline(FLAGS.config, FLAGS.workdir, stages, context=context)
     from pkdot_jax.study import report
     print(report.stage_table(results))
   elif command == "demo":

@@ -48,10 +48,10 @@ def test_help_lists_the_commands(args):
 
 OWN_FLAGS = {
     "train": ["--config=", "--workdir=", "--stages=", "--compilation_cache=", "--coordinator_address=",
-              "--num_processes=", "--process_id=", "--[no]debug", "--config.FIELD=VALUE"],
+              "--num_processes=", "--process_id=", "--[no]debug", "--config.FIELD=VALUE", "--verbosity=N"],
     "demo": ["--[no]quick", "--methods=", "--workdir=", "--compilation_cache=", "--num_processes="],
     "sweep": ["--sweep=", "--workdir=", "--shard=", "--compilation_cache=", "--process_id="],
-    "report": ["--workdir=", "pkdot report WORKDIR"],
+    "report": ["--workdir=", "pkdot report WORKDIR", "--verbosity=N"],
     "data": ["--config=", "--config.FIELD=VALUE", "pkdot data check", "--[no]debug"],
 }
 

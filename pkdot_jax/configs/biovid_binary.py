@@ -98,11 +98,10 @@ def paper_training(config) -> None:
 
 
 def smoke_training(config) -> None:
-  """One epoch per stage, tiny batches, progress bars off (used by the tests on fake data)."""
+  """One epoch per stage, tiny batches (used by the tests on fake data)."""
   config.batch_size = 8
   config.eval_batch_size = 8
   config.num_devices = 1
-  config.progress = False
   config.log_every = 1
   for stage in AUTHORS_PIPELINE:
     config.stages[stage].num_epochs = 1

@@ -30,7 +30,6 @@ def get_config(arg: str = ""):
     config.stages.tnet.num_epochs = 1
     config.stages.student.num_epochs = 1
     config.distill.method_kwargs = {"pkdot": {"k": 4, "epsilon": 0.01, "max_iterations": 200}}
-    config.progress = False
   elif arg in ("demo", "demo_quick", "demo_all", "demo_size"):
     # The demo's students all start from the teacher's visual backbone; the multitask teacher serves MT-PKDOT
     # and every other method alike (its joint head is the plain teacher's head).
@@ -38,7 +37,6 @@ def get_config(arg: str = ""):
     config.cache_teacher = True  # deterministic inputs: teacher outputs once per run, not in every step
     config.data.in_memory = True             # a few MB: decoded once, not in every epoch of every run
     config.checkpoint.min_interval_secs = 60.0  # runs of seconds: an interrupted one restarts instead
-    config.progress = False
     # A per-frame 2-D CNN (3 stride-2 stages, temporal mean and range of its globally pooled features)
     # instead of the tiny R3D-18: same visual embedding size (64), 2.8x fewer FLOPs and 3.2x faster student
     # steps on a CPU, but less accurate (docs/experiments.md: the video-only student reaches 0.69 against the

@@ -178,9 +178,10 @@ def select_weights(rows: list[dict], metric: str = "accuracy") -> tuple[list[dic
 
 # ------------------------------------------------------------------------------------------------ table
 def comparison_table(rows: list[dict], order: list[str], metric: str = "test_accuracy") -> list[dict]:
-  """One entry per row of the report: mean, std over runs, a 95% interval over folds of the per-fold means,
-  and for the students the fold-aware difference to the control (Holm over the distillation methods) and to
-  the video-only student."""
+  """One entry per row of the report: mean, std over runs, a 95% interval over folds of the per-fold means
+  (clipped to the metric's range [0, 1]), and for the students the fold-aware difference to the control (Holm
+  over the distillation methods) and to the video-only student. From fewer than `stats.MIN_FOLDS` folds the
+  entries keep means and counts only (`"inference": False`): no interval, p-value or power."""
   control, video = methods_lib.CONTROL, methods_lib.VIDEO_ONLY
   students = [m for m in order if m not in (TEACHER, CEILING)]
   distill = [m for m in students if m not in (control, video)]
@@ -197,21 +198,32 @@ def comparison_table(rows: list[dict], order: list[str], metric: str = "test_acc
     for r in group:
       fold_means.setdefault(r["fold"], []).append(r[metric])
     ci = stats_lib.fold_t_interval([np.mean(v) for v in fold_means.values()], CONFIDENCE)
+    inference = stats_lib.supports_inference(len(fold_means))
     entry = {"method": name, "n": len(group), "folds": len(fold_means), "mean": mean, "std": std,
-             "ci_low": ci["diff_low"], "ci_high": ci["diff_high"]}
+             "ci_low": max(ci["diff_low"], 0.0) if inference else float("nan"),
+             "ci_high": min(ci["diff_high"], 1.0) if inference else float("nan"), "inference": inference}
     if name in vs_control:
-      entry["vs_control"] = vs_control[name]
+      entry["vs_control"] = _means_only(vs_control[name])
     elif name == video:
-      entry["vs_control"] = video_vs_control.get(video)
+      entry["vs_control"] = _means_only(video_vs_control.get(video))
     if name in vs_video:
-      entry["vs_video_only"] = vs_video[name]
+      entry["vs_video_only"] = _means_only(vs_video[name])
     table.append(entry)
   return table
+
+
+def _means_only(c: dict | None) -> dict | None:
+  """A comparison as reported: whole from enough folds, else its mean difference and counts alone."""
+  if c is None or stats_lib.supports_inference(c["folds"]):
+    return c
+  return {"diff": c["diff"], "folds": c["folds"], "pairs": c["pairs"]}
 
 
 def _fmt_diff(c: dict | None, with_p: bool = True) -> str:
   if not c or not np.isfinite(c.get("diff", np.nan)):
     return ""
+  if "diff_low" not in c:  # too few folds for an interval: the mean difference alone
+    return f"{c['diff']:+.3f}"
   text = f"{c['diff']:+.3f} [{c['diff_low']:+.3f}, {c['diff_high']:+.3f}]"
   if with_p:
     text += f", p={c['p']:.3f}"
@@ -219,6 +231,8 @@ def _fmt_diff(c: dict | None, with_p: bool = True) -> str:
 
 
 def format_table(table: list[dict], timing: dict[str, dict[str, float]]) -> str:
+  if not all(e.get("inference", True) for e in table):
+    return _format_means_table(table, timing)
   header = ["row", "test accuracy mean +- std", "95% CI over folds", "runs", "diff vs task_only [95% CI], p",
             "Holm p", "diff vs video_only [95% CI]", "wall s (compile s)"]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -232,6 +246,20 @@ def format_table(table: list[dict], timing: dict[str, dict[str, float]]) -> str:
         f"{e['n']} ({e['folds']} folds)",
         "control" if e["method"] == methods_lib.CONTROL else _fmt_diff(c),
         holm, _fmt_diff(e.get("vs_video_only"), with_p=False), wall]) + " |")
+  return "\n".join(lines)
+
+
+def _format_means_table(table: list[dict], timing: dict[str, dict[str, float]]) -> str:
+  """The table from too few folds for inference: means, std over runs and the mean differences, nothing else."""
+  header = ["row", "test accuracy mean +- std", "runs", "mean diff vs task_only", "mean diff vs video_only",
+            "wall s (compile s)"]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for e in table:
+    t = timing.get(e["method"])
+    lines.append("| " + " | ".join([
+        e["method"], f"{e['mean']:.3f} +- {e['std']:.3f}", f"{e['n']} ({e['folds']} folds)",
+        "control" if e["method"] == methods_lib.CONTROL else _fmt_diff(e.get("vs_control")),
+        _fmt_diff(e.get("vs_video_only")), f"{t['wall_s']:.0f} ({t['compile_s']:.0f})" if t else ""]) + " |")
   return "\n".join(lines)
 
 
@@ -342,7 +370,9 @@ def _report_figures(root: str, out_dir: str, info: dict[str, Any], table: list[d
   full, methods = info["mode"] == "all", list(info["methods"])
   report_lib.methods_plot(os.path.join(out_dir, "methods.png"), table, chance=0.5,
                           references=(TEACHER, CEILING), controls=(methods_lib.VIDEO_ONLY, methods_lib.CONTROL),
-                          interval=f"95% CI over the {len(info['folds'])} folds (t on per-fold means)")
+                          interval=f"95% CI over the {len(info['folds'])} folds (t on per-fold means)"
+                          if stats_lib.supports_inference(len(info["folds"])) else
+                          f"none ({len(info['folds'])} folds, fewer than {stats_lib.MIN_FOLDS})")
   curve_split = "val" if full else "test"
   report_lib.learning_curves(
       os.path.join(out_dir, "learning_curves.png"),
@@ -357,6 +387,11 @@ def _report_figures(root: str, out_dir: str, info: dict[str, Any], table: list[d
   return divergences
 
 
+_SMOKE_NOTE = ("**Quick run: a smoke test of the pipeline, not an experiment.** Tiny data and 2-3 epochs per stage "
+               "are too few steps to learn (its rows sit near chance); it checks that every stage runs and the "
+               "report builds. `pkdot demo` is the comparison.")
+
+
 def _report_text(root: str, info: dict[str, Any], table: list[dict], timing: dict, teachers: dict, chosen: dict,
                  divergences: dict) -> str:
   """report.md of a demo: design, provenance, the table, power, wall times, chosen weights."""
@@ -366,20 +401,27 @@ def _report_text(root: str, info: dict[str, Any], table: list[dict], timing: dic
   power_lines = []
   for e in distill:
     c = e["vs_control"]
+    if "sd_folds" not in c:  # too few folds: no power either
+      continue
     mde = stats_lib.detectable_effect(c["sd_folds"], c["folds"], alpha=0.05 / m, power=0.8)
     power_lines.append(f"{e['method']}: {mde:.3f}")
   wall = info.get("wall_seconds")
   total_compile = sum(t["compile_s"] for t in timing.values())
   folds, seeds = info["folds"], info["seeds"]
+  inference = stats_lib.supports_inference(len(folds))
+  method = (f"a 95% Student-t interval and a two-sided t-test over the {len(folds)} per-fold means "
+            f"({len(folds) - 1} df); Holm's correction over the {len(distill)} distillation methods" if inference
+            else f"with {len(folds)} folds (fewer than {stats_lib.MIN_FOLDS}) no interval, p-value or power is "
+            "computed: the table shows means and the number of runs only")
   lines = [
       f"# pkdot-jax demo{' (full comparison)' if full else ' (quick smoke run)' if info['mode'] == 'quick' else ''}:"
       " distillation into a video-only student on the synthetic dataset", "",
+      *([_SMOKE_NOTE, ""] if info["mode"] == "quick" else []),
       f"Binary task, {len(folds)} subject-disjoint folds x {len(seeds)} seeds ({len(folds) * len(seeds)} "
       f"fold x seed pairs per student row). 'diff vs task_only' is the primary comparison: the same T-Net + fusion "
       f"student trained with the task loss only. Per fold, the mean over seeds of the paired differences (same "
-      f"fold and seed: same teacher member, same data order); a 95% Student-t interval and a two-sided t-test over "
-      f"the {len(folds)} per-fold means ({len(folds) - 1} df); Holm's correction over the {len(distill)} "
-      f"distillation methods. 'diff vs video_only' is computed the same way. The teacher sees video + physio; the "
+      f"fold and seed: same teacher member, same data order); {method}. 'diff vs video_only' is computed the same "
+      f"way. The teacher sees video + physio; the "
       f"students see video only at test time; the video ceiling is a ridge probe on hand-made video features "
       f"fitted on the same training subjects of the same folds.",
       "",
@@ -392,8 +434,9 @@ def _report_text(root: str, info: dict[str, Any], table: list[dict], timing: dic
       report_lib.format_provenance(root),
       "",
       format_table(table, timing), "",
-      f"Smallest difference to the control detectable with 80% power at the Holm first-step level "
-      f"0.05/{m} (from each method's sd of per-fold differences): " + ", ".join(power_lines) + ".", "",
+      *([f"Smallest difference to the control detectable with 80% power at the Holm first-step level "
+         f"0.05/{m} (from each method's sd of per-fold differences): " + ", ".join(power_lines) + ".", ""]
+        if inference else []),
       (f"Wall time {wall:.0f} s{' (the last, resumed invocation)' if info.get('resumed') else ''} for data, "
        "ceiling, teachers, T-Nets and students (building this report adds seconds)" if wall else
        "Wall time: not recorded") +
@@ -413,7 +456,10 @@ def _report_text(root: str, info: dict[str, Any], table: list[dict], timing: dic
       "Cosine-similarity structure on a fold-0 test batch (similarity.png), PKDOT divergence to the teacher: "
       + "; ".join(f"{k} {v:.4f}" for k, v in divergences.items()) + ".", "",
       "This is data we designed so that the privileged signal carries the label more strongly than the video; "
-      "the numbers demonstrate the pipeline, they are not a reproduction of the paper's Biovid results."]
+      "the numbers demonstrate the pipeline, they are not a reproduction of the paper's Biovid results.", "",
+      "![test accuracy per row](methods.png)", "", "![learning curves](learning_curves.png)"]
+  if divergences:
+    lines += ["", "![cosine-similarity matrices of a test batch](similarity.png)"]
   return "\n".join(lines)
 
 
@@ -468,4 +514,5 @@ def main(workdir: str = "runs/demo", quick: bool = False,
     json.dump({**info, "wall_seconds": wall, "resumed": bool(previous)}, f, indent=2)
   text = build_report(workdir, context)
   print(text)
+  print(f"\nreport: {os.path.join(workdir, 'report', 'report.md')}")
   return text

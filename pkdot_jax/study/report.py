@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from pkdot_jax import metrics as metrics_lib
+from pkdot_jax.study import stats as stats_lib
 from pkdot_jax.train import loop
 
 
@@ -73,8 +74,8 @@ def _overrides_of(name: str) -> dict[str, str]:
 
 def summarize(rows: list[dict[str, Any]], group_keys: list[str], metric: str,
               baseline: dict[str, str] | None = None) -> list[dict[str, Any]]:
-  """Mean +- std of `metric` over folds x seeds per group; with `baseline` (a group), the paired difference to
-  it (same fold and seed) with a 95% Student-t interval."""
+  """Mean +- std of `metric` over folds x seeds per group; with `baseline` (a group) and at least
+  `stats.MIN_FOLDS` folds, the paired difference to it (same fold and seed) with a 95% Student-t interval."""
   groups: dict[tuple, list[dict[str, Any]]] = {}
   for row in rows:
     groups.setdefault(tuple(row.get(k) for k in group_keys), []).append(row)
@@ -91,7 +92,8 @@ def summarize(rows: list[dict[str, Any]], group_keys: list[str], metric: str,
     if base_rows is not None:
       pairs = [(r[metric], base_rows[(r["fold"], r["seed"])]) for r in members
                if (r["fold"], r["seed"]) in base_rows and metric in r]
-      if pairs:
+      folds = {r["fold"] for r in members if (r["fold"], r["seed"]) in base_rows}
+      if pairs and stats_lib.supports_inference(len(folds)):
         diff, low, high = metrics_lib.paired_difference_ci([p[0] for p in pairs], [p[1] for p in pairs])
         entry.update({"diff": diff, "diff_low": low, "diff_high": high})
     table.append(entry)
@@ -266,8 +268,6 @@ def _setting_order(setting: tuple) -> list:
 def controlled_table(rows: list[dict[str, Any]], other_keys: list[str], metric: str) -> str:
   """Per setting of `other_keys`, every method against the task_only control: fold-aware mean difference
   (per fold the mean over seeds, t over folds) with its 95% interval, p and Holm-adjusted p over the methods."""
-  from pkdot_jax.study import stats as stats_lib
-
   header = [*other_keys, "method", f"{metric} mean", "diff vs task_only [95% CI] (t over folds)", "p", "Holm p",
             "pairs"]
   lines = ["Against the same-architecture control:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -279,18 +279,24 @@ def controlled_table(rows: list[dict[str, Any]], other_keys: list[str], metric: 
     for name in [CONTROL, *methods]:
       values = [r[metric] for r in subset if r["method"] == name and metric in r]
       c = result.get(name)
-      diff = (f"{c['diff']:+.3f} [{c['diff_low']:+.3f}, {c['diff_high']:+.3f}]" if c else "control")
-      lines.append("| " + " | ".join([*(str(v) for v in setting), name, f"{np.mean(values):.3f}", diff,
-                                       f"{c['p']:.3f}" if c else "", f"{c['p_holm']:.3f}" if c else "",
+      diff, p, p_holm = _diff_cells(c) if c else ("control", "", "")
+      lines.append("| " + " | ".join([*(str(v) for v in setting), name, f"{np.mean(values):.3f}", diff, p, p_holm,
                                        str(c["pairs"]) if c else str(len(values))]) + " |")
   return "\n".join(lines)
+
+
+def _diff_cells(c: dict[str, Any], p_holm: float | None = None) -> tuple[str, str, str]:
+  """(difference [95% CI], p, Holm p) of a fold-aware comparison; from fewer than stats.MIN_FOLDS folds the mean
+  difference alone, marked, and no p-values."""
+  if not stats_lib.supports_inference(c["folds"]):
+    return f"{c['diff']:+.3f} (mean; {c['folds']} folds, no interval)", "", ""
+  p_holm = c["p_holm"] if p_holm is None else p_holm
+  return f"{c['diff']:+.3f} [{c['diff_low']:+.3f}, {c['diff_high']:+.3f}]", f"{c['p']:.3f}", f"{p_holm:.3f}"
 
 
 def contrast_table(rows: list[dict[str, Any]], contrasts: dict[str, str], metric: str) -> str:
   """Each method of `contrasts` against its own reference (e.g. PKDOT + generalized distillation against
   generalized distillation alone): the same fold-aware interval, Holm over these contrasts."""
-  from pkdot_jax.study import stats as stats_lib
-
   results = {name: stats_lib.compare(rows, "method", reference, metric, [name]).get(name)
              for name, reference in contrasts.items()}
   results = {name: c for name, c in results.items() if c is not None}
@@ -298,8 +304,8 @@ def contrast_table(rows: list[dict[str, Any]], contrasts: dict[str, str], metric
   lines = ["Contrasts named by the sweep (fold-aware, Holm over these contrasts):", "",
            "| method | reference | diff [95% CI] (t over folds) | p | Holm p | pairs |", "|---|---|---|---|---|---|"]
   for name, c in results.items():
-    lines.append(f"| {name} | {contrasts[name]} | {c['diff']:+.3f} [{c['diff_low']:+.3f}, {c['diff_high']:+.3f}] "
-                 f"| {c['p']:.3f} | {adjusted[name]:.3f} | {c['pairs']} |")
+    diff, p, p_holm = _diff_cells(c, adjusted[name])
+    lines.append(f"| {name} | {contrasts[name]} | {diff} | {p} | {p_holm} | {c['pairs']} |")
   return "\n".join(lines)
 
 
@@ -319,8 +325,6 @@ def training_size_plot(path: str, rows: list[dict[str, Any]], metric: str) -> No
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-
-  from pkdot_jax.study import stats as stats_lib
 
   sizes = sorted({r["training_subjects"] for r in rows})
   fig, (ax, ax_diff) = plt.subplots(1, 2, figsize=(11, 4))
@@ -343,8 +347,9 @@ def training_size_plot(path: str, rows: list[dict[str, Any]], metric: str) -> No
     for axis, points in ((ax, curve), (ax_diff, diffs)):
       if points:
         line, = axis.plot([n for n, _ in points], [c["diff"] for _, c in points], **style)
-        axis.fill_between([n for n, _ in points], [c["diff_low"] for _, c in points],
-                          [c["diff_high"] for _, c in points], color=line.get_color(), alpha=0.15)
+        banded = [(n, c) for n, c in points if stats_lib.supports_inference(c["folds"])]  # no band from few folds
+        axis.fill_between([n for n, _ in banded], [c["diff_low"] for _, c in banded],
+                          [c["diff_high"] for _, c in banded], color=line.get_color(), alpha=0.15)
   ax.axhline(0.5, color="crimson", ls="--", lw=1, label="chance")
   ax_diff.axhline(0.0, color="black", lw=1)
   for axis in (ax, ax_diff):
@@ -369,6 +374,7 @@ def main(root: str, group_keys: list[str] | None = None) -> str:
   if demo.is_demo(root) and group_keys is None:
     text = demo.build_report(root)
     print(text)
+    print(f"\nreport: {os.path.join(root, 'report', 'report.md')}")
     return text
   rows = collect(root)
   if not rows:
@@ -395,10 +401,14 @@ def main(root: str, group_keys: list[str] | None = None) -> str:
       training_size_plot(os.path.join(root, "training_size.png"), rows, metric)
       parts += ["", "training_size.png: test accuracy against training subjects, and each method's difference to "
                     "the control."]
+  parts += ["", f"![{metric} per group](summary.png)"]
+  if by_size and "method" in group_keys and any(r.get("method") == CONTROL for r in rows):
+    parts += ["", "![training size](training_size.png)"]
   text = "\n".join(parts)
   write_csv(os.path.join(root, "summary.csv"), rows)
   with open(os.path.join(root, "summary.md"), "w") as f:
     f.write(text + "\n")
   bar_plot(os.path.join(root, "summary.png"), table, group_keys[0], metric.removeprefix("test_"))
   print(text)
+  print(f"\nreport: {os.path.join(root, 'summary.md')}")
   return text

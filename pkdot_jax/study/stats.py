@@ -9,7 +9,8 @@ independent given the dataset. With one seed per fold this is the usual paired t
 
 Holm's step-down procedure controls the family-wise error over the methods compared with the same control.
 `detectable_effect` is the smallest true mean difference the test finds with the given power (normal-shift
-approximation with the t quantiles at F - 1 degrees of freedom, the observed sd of the D_f).
+approximation with the t quantiles at F - 1 degrees of freedom, the observed sd of the D_f). The reports show
+none of these from fewer than `MIN_FOLDS` folds (`supports_inference`), only means and the number of runs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,17 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import numpy as np
+
+# Fewer folds than this: no interval, p-value or power is reported, only means and n. With F folds the t
+# quantile has F - 1 degrees of freedom (12.7 at one, 4.3 at two) and the sd of the per-fold differences comes
+# from F values: intervals from 2-4 folds are either uselessly wide or, when the few folds happen to agree,
+# spuriously narrow (a p of 0.000 from two folds), and neither says anything about the methods.
+MIN_FOLDS = 5
+
+
+def supports_inference(folds: int) -> bool:
+  """Whether `folds` per-fold values are enough for the intervals, tests and power this module computes."""
+  return int(folds) >= MIN_FOLDS
 
 
 def fold_differences(rows: Iterable[dict[str, Any]], control_rows: Iterable[dict[str, Any]], metric: str

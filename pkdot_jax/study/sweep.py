@@ -39,6 +39,7 @@ from typing import Any, Callable
 import ml_collections
 
 from pkdot_jax import configs as configs_lib
+from pkdot_jax import console
 from pkdot_jax.train import checkpoint, loop, parallel, stages
 from pkdot_jax.train.programs import Context
 from pkdot_jax.study import methods as methods_lib
@@ -165,8 +166,8 @@ def run_sweep(sweep: dict[str, Any], root: str, shard: str = "0/1",
 
   # One bar over the runs with its ETA (the mean time of the runs so far; runs already finished skip fast, so
   # a resumed sweep's first estimates are optimistic). Per-run lines go through the bar's writer.
-  progress = tqdm(runs, desc=sweep.get("desc", "runs"), unit="run", dynamic_ncols=True, file=sys.stdout,
-                  disable=not sweep.get("progress", True))
+  progress = tqdm(runs, desc=sweep.get("desc", "runs"), unit="run", dynamic_ncols=True, file=sys.stderr,
+                  disable=not (sweep.get("progress", True) and console.bars_enabled()))
   for name, _ in progress:
     config = configs[name]
     t0 = time.time()
@@ -178,12 +179,12 @@ def run_sweep(sweep: dict[str, Any], root: str, shard: str = "0/1",
       os.makedirs(run_dir, exist_ok=True)
       with open(os.path.join(run_dir, "failed.json"), "w") as f:
         json.dump({"error": str(e)}, f, indent=2)
-      progress.write(f"[sweep] {name}: FAILED ({e})")
+      console.info(f"[sweep] {name}: FAILED ({e})", console.QUIET)
       continue
     if os.path.exists(os.path.join(run_dir, "failed.json")):
       os.remove(os.path.join(run_dir, "failed.json"))  # finished now (e.g. resumed after a fix)
     done.append(name)
-    progress.write(f"[sweep] {name}: {'done' if ran else 'already finished'} ({time.time() - t0:.1f} s)")
+    console.info(f"[sweep] {name}: {'done' if ran else 'already finished, skipped'} ({time.time() - t0:.1f} s)")
     if after_run is not None:
       after_run(name)
   progress.close()

@@ -16,8 +16,10 @@ files (config, run info, metrics, results).
 
 Workdir layout (one run = one config = one fold):
   config.json, run_info.json        the config; versions, devices, git revision
-  metrics.jsonl                     one record per stage and epoch (train loss, val and test metrics per member;
-                                    test only in result.json when config.test_every_epoch is False)
+  metrics.jsonl                     one record per stage and epoch (train loss and the mean of every step term,
+                                    val and test metrics per member; test only in result.json when
+                                    config.test_every_epoch is False)
+  <stage>/tensorboard/              TensorBoard event files: per step loss terms, per epoch val / test (summaries.py)
   <stage>/checkpoints/              periodic checkpoints (resume points)
   <stage>/best/                     the members' variables at their best validation epoch (next stage's input)
   <stage>/result.json               written last: the stage is done and is skipped on re-runs
@@ -34,17 +36,17 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
-from pkdot_jax import losses
+from pkdot_jax import console, losses
 from pkdot_jax.models import pretrained as pretrained_lib
 from pkdot_jax.train import checkpoint as ckpt_lib
 from pkdot_jax.train import evaluation
 from pkdot_jax.train import input as input_lib
 from pkdot_jax.train import parallel, runinfo, schema, steps
+from pkdot_jax.train import watch as watch_lib
 from pkdot_jax.train import stages as stages_lib
 from pkdot_jax.train.programs import Context
-from pkdot_jax.train.state import TrainState, make_optimizer
+from pkdot_jax.train.state import TrainState, learning_rate, make_optimizer
 
 STAGES = stages_lib.STAGE_ORDER
 TEACHER_STAGES = stages_lib.TEACHER_STAGES
@@ -350,38 +352,34 @@ def _restore_or_init(run: _Run, checkpointer) -> tuple[TrainState, _Best, int]:
 
 # ------------------------------------------------------------------------------------------------ training
 def _train_epoch(run: _Run, state: TrainState, step: int, train_step, cache, checkpointer, best: _Best,
-                 progress, stop_after_steps: int | None) -> tuple[TrainState, int, list, bool]:
+                 watch: watch_lib.StageWatch, stop_after_steps: int | None) -> tuple[TrainState, int, list, bool]:
   """Trains from `step` to the end of its epoch (or to `stop_after_steps`); returns (state, step, the epoch's
-  train losses, stopped early)."""
+  train losses, stopped early). Step metrics reach the host (and `watch`) every `log_every` steps."""
   config, members = run.config, run.members
   epoch = step // run.steps_per_epoch
   member_keys = jnp.stack([jax.random.key_data(jax.random.key(s)) for s in members.seeds])
   member_keys = member_keys if members.vmapped else member_keys[0]
   every = int(config.checkpoint.every_steps) or run.steps_per_epoch
   skip = step - epoch * run.steps_per_epoch
+  window: list[Any]
   losses_seen: list[Any]
-  window, losses_seen, t0, n_clips = [], [], time.time(), 0
+  window, losses_seen = [], []
   for local_batch in run.data.train_batches(epoch, members.seeds, config.batch_size, skip=skip):
     if cache is not None:
       local_batch = cache.add_to(local_batch)
     state, step_metrics = train_step(state, parallel.global_batch(local_batch, run.mesh,
                                                                   member_axis=members.vmapped), member_keys)
     step += 1
-    n_clips += config.batch_size * len(members)
     window.append(step_metrics)
-    if len(window) >= config.log_every or step % run.steps_per_epoch == 0:
+    stopping = stop_after_steps is not None and step >= stop_after_steps
+    if len(window) >= config.log_every or step % run.steps_per_epoch == 0 or stopping:
       host = _check_window(window, step - len(window) + 1, run.stage.name, checkpointer)
       losses_seen.extend(h["loss"] for h in host)
-      postfix: dict[str, Any] = {"loss": f"{np.mean(host[-1]['loss']):.4f}",
-                                 "clips/s": f"{n_clips / (time.time() - t0):.0f}"}
-      if "ot_iterations" in host[-1]:
-        postfix["sinkhorn_it"] = int(np.max(host[-1]["ot_iterations"]))
-      progress.set_postfix(postfix)
-      progress.update(len(window))
+      watch.window(step - len(window) + 1, host, config.batch_size * len(members) * len(window))
       window = []
     if step % every == 0 and step % run.steps_per_epoch != 0:
       checkpointer.save(step, {"state": state.checkpoint_tree(), "best": best.tree()})
-    if stop_after_steps is not None and step >= stop_after_steps:
+    if stopping:
       checkpointer.save(step, {"state": state.checkpoint_tree(), "best": best.tree()}, force=True)
       return state, step, losses_seen, True
     if step % run.steps_per_epoch == 0:
@@ -404,13 +402,15 @@ def _check_window(window, first_step: int, stage: str, checkpointer) -> list[dic
   return host
 
 
-def _end_of_epoch(run: _Run, state: TrainState, best: _Best, step: int, epoch_losses: list, eval_fn) -> None:
-  """Evaluates every member on validation (and test), updates the best and appends the epoch's record."""
+def _end_of_epoch(run: _Run, state: TrainState, best: _Best, step: int, epoch_losses: list, eval_fn,
+                  watch: watch_lib.StageWatch) -> None:
+  """Evaluates every member on validation (and test), updates the best and appends the epoch's record (with
+  `train_terms`: per step term, its mean over the epoch's steps per member)."""
   members, config = run.members, run.config
   epoch = step // run.steps_per_epoch
   record = {"stage": run.stage.name, "epoch": epoch, "step": step, "members": members.names(),
             "train_loss": np.atleast_1d(np.mean(np.stack(epoch_losses), axis=0)).tolist() if epoch_losses
-            else None}
+            else None, "train_terms": watch.epoch_terms()}
   for split in ("val", "test") if config.test_every_epoch else ("val",):
     if len(getattr(run.data, split)):
       record[split] = evaluation.evaluate(eval_fn, state.variables(), state.frozen, run.data, split, config,
@@ -420,6 +420,7 @@ def _end_of_epoch(run: _Run, state: TrainState, best: _Best, step: int, epoch_lo
   record["best_epoch"] = best.epoch.tolist()
   if _is_writer():
     _append_jsonl(run.log_path, record)
+  watch.epoch(record, metric)
 
 
 # ---------------------------------------------------------------------------------------------- the stage
@@ -432,6 +433,7 @@ def run_stage(stage: str, config, workdir: str, *, teacher_dir: str | None = Non
   """
   result_path = os.path.join(workdir, stage, "result.json")
   if os.path.exists(result_path):
+    console.info(f"{stage}: done, skipped ({result_path} exists)")
     return _read_json(result_path)
   run = _setup(stage, config, workdir, teacher_dir or workdir, mesh, context or Context())
   train_step = _train_step(run)
@@ -440,22 +442,26 @@ def run_stage(stage: str, config, workdir: str, *, teacher_dir: str | None = Non
                                        min_interval_secs=config.checkpoint.min_interval_secs)
   state, best, step = _restore_or_init(run, checkpointer)
   cache = _teacher_cache(run)
-  progress = tqdm(total=run.total_steps, initial=step, desc=stage, dynamic_ncols=True, leave=False,
-                  disable=not (config.progress and _is_writer()))
+  watch = watch_lib.StageWatch(stage, run.stage_dir, run.members.names(), run.total_steps, run.steps_per_epoch,
+                               step, learning_rate(run.opt_config), _is_writer(), config.progress)
   t_stage = time.time()
-  while step < run.total_steps:
-    state, step, epoch_losses, stopped = _train_epoch(run, state, step, train_step, cache, checkpointer, best,
-                                                      progress, stop_after_steps)
-    if stopped:
-      checkpointer.wait()
-      progress.close()
-      return {"stopped_at": step}
-    _end_of_epoch(run, state, best, step, epoch_losses, eval_fn)
-    checkpointer.save(step, {"state": state.checkpoint_tree(), "best": best.tree()})
-  progress.close()
+  try:
+    while step < run.total_steps:
+      state, step, epoch_losses, stopped = _train_epoch(run, state, step, train_step, cache, checkpointer, best,
+                                                        watch, stop_after_steps)
+      if stopped:
+        checkpointer.wait()
+        watch.close(f"stopped at step {step} of {run.total_steps} (checkpoint saved)")
+        return {"stopped_at": step}
+      _end_of_epoch(run, state, best, step, epoch_losses, eval_fn, watch)
+      checkpointer.save(step, {"state": state.checkpoint_tree(), "best": best.tree()})
+  finally:
+    watch.close()  # the event file is flushed whatever happens; a second close does nothing
   checkpointer.wait()
   result = _write_outputs(run, state, best, eval_fn, time.time() - t_stage)
   checkpointer.close()
+  console.info(f"{stage}: trained in {time.time() - t_stage:.1f} s (best epoch per member: "
+               f"{', '.join(str(m['best_epoch']) for m in result['members'])})")
   return result
 
 

@@ -60,6 +60,16 @@ class TrainState:
     return variables
 
 
+def learning_rate(config) -> Any:
+  """`config.optimizer`'s learning rate: a float, or an optax schedule of the step (cosine with warmup). The
+  trainer also evaluates it on the host to log the rate of every step."""
+  opt = config.optimizer
+  if opt.get("schedule", "constant") == "cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, opt.learning_rate, opt.get("warmup_steps", 0),
+                                              max(opt.total_steps, opt.get("warmup_steps", 0) + 1))
+  return opt.learning_rate
+
+
 def make_optimizer(config) -> optax.GradientTransformation:
   """Adam(W) or SGD with momentum, an optional cosine schedule and gradient clipping, from `config.optimizer`.
 
@@ -67,10 +77,7 @@ def make_optimizer(config) -> optax.GradientTransformation:
   they stay as fitted while the rest trains.
   """
   opt = config.optimizer
-  lr: Any = opt.learning_rate
-  if opt.get("schedule", "constant") == "cosine":
-    lr = optax.warmup_cosine_decay_schedule(0.0, opt.learning_rate, opt.get("warmup_steps", 0),
-                                            max(opt.total_steps, opt.get("warmup_steps", 0) + 1))
+  lr = learning_rate(config)
   name = opt.get("name", "adam")
   if name == "adam":
     tx = optax.adamw(lr, weight_decay=opt.weight_decay) if opt.get("weight_decay", 0.0) else optax.adam(lr)

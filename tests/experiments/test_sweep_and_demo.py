@@ -110,7 +110,7 @@ def test_sweep_interrupted_and_resumed(tmp_path):
   assert os.path.exists(os.path.join(root, "summary.csv")) and os.path.exists(os.path.join(root, "summary.png"))
 
 
-def test_demo_quick_end_to_end_and_the_report_rebuild(tmp_path, monkeypatch):
+def test_demo_quick_end_to_end_and_the_report_rebuild(tmp_path, monkeypatch, capsys):
   """`pkdot demo --quick` as the README runs it (the default rows, 2 folds x 2 seeds), into a temporary data
   dir: ceiling, teachers, T-Nets, students, the fold-aware comparison with the control and the plots; the
   T-Net + fusion students share one compiled program. Then `pkdot report WORKDIR` rebuilds the same report."""
@@ -139,8 +139,14 @@ def test_demo_quick_end_to_end_and_the_report_rebuild(tmp_path, monkeypatch):
     assert by_name[name]["n"] == 4 and by_name[name]["folds"] == 2, name  # 2 folds x 2 seeds
     assert f"| {name} |" in text
   for name in ("pkdot", "mt_pkdot", "generalized_distillation", "hinton_kd", "sp"):
-    assert by_name[name]["vs_control"]["pairs"] == 4 and "p_holm" in by_name[name]["vs_control"]
+    # 2 folds: the mean difference over the 4 pairs, no interval or p-value (stats.MIN_FOLDS).
+    assert by_name[name]["vs_control"]["pairs"] == 4 and "p_holm" not in by_name[name]["vs_control"]
     assert "vs_video_only" in by_name[name]
+  assert "smoke test" in text and "p=" not in text and "Holm p" not in text and "detectable" not in text
+  assert "![test accuracy per row](methods.png)" in text
+  out_err = capsys.readouterr()
+  assert f"report: {os.path.join(workdir, 'report', 'report.md')}" in out_err.out.splitlines()
+  assert "[sweep]" not in out_err.out and "[sweep]" in out_err.err  # progress on stderr, results on stdout
   assert "vs_control" in by_name["video_only"] and "vs_control" not in by_name["task_only"]
   assert by_name[demo.CEILING]["n"] == 2  # one probe per fold
   timing = summary["timing"]

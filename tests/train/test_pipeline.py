@@ -3,13 +3,15 @@ bad inputs. Tiny models and a few steps; equalities are what a wrong implementat
 
 import json
 import os
+import re
 
 import jax
 import numpy as np
 import pytest
 
+from pkdot_jax import console
 from pkdot_jax.study import sweep
-from pkdot_jax.train import checkpoint, loop
+from pkdot_jax.train import checkpoint, loop, summaries
 from train_helpers import smoke_config
 
 
@@ -64,9 +66,56 @@ def test_pipeline_end_to_end(trained_pipeline):
   assert open(os.path.join(workdir, "metrics.jsonl")).read() == lines
 
 
-def test_resume_is_exact(data_dir, tmp_path):
+def test_event_files_hold_every_step_and_agree_with_metrics_jsonl(trained_pipeline, capsys):
+  """Each stage's TensorBoard events (read back without TensorFlow) hold the per-step loss terms of every step
+  once; their epoch means are metrics.jsonl's train_terms and train_loss; val/test scalars equal its records."""
+  config, workdir, _ = trained_pipeline
+  expected_terms = {"teacher": {"loss", "task_loss", "grad_norm"}, "tnet": {"loss", "mse", "grad_norm"},
+                    "student": {"loss", "task_loss", "distill_loss", "grad_norm", "ot_iterations", "ot_converged"}}
+  for stage, terms in expected_terms.items():
+    records = _records(workdir, stage)
+    scalars = summaries.read_scalars(os.path.join(workdir, stage, "tensorboard"))
+    member = records[0]["members"][0]
+    total = records[-1]["step"]
+    for term in terms:
+      steps = [s for s, _ in scalars[f"train/{term}/{member}"]]
+      assert steps == list(range(1, total + 1)), (stage, term)
+    assert [s for s, _ in scalars["train/learning_rate"]] == list(range(1, total + 1))
+    assert all(v == pytest.approx(config.optimizer.learning_rate) for _, v in scalars["train/learning_rate"])
+    first = 1
+    for r in records:
+      assert set(r["train_terms"]) == terms, stage
+      for term in terms:
+        values = [v for s, v in scalars[f"train/{term}/{member}"] if first <= s <= r["step"]]
+        assert np.mean(values) == pytest.approx(r["train_terms"][term][0], rel=1e-5), (stage, term, r["epoch"])
+      assert r["train_terms"]["loss"][0] == pytest.approx(r["train_loss"][0], rel=1e-5)
+      for split in ("val", "test"):
+        for name, value in r[split][0].items():
+          if isinstance(value, float):
+            assert (r["step"], pytest.approx(value, rel=1e-6)) in scalars[f"{split}/{name}/{member}"]
+      first = r["step"] + 1
+  # The student's distillation term is a real PKDOT value: the total is task + weight x distill per step.
+  student = summaries.read_scalars(os.path.join(workdir, "student", "tensorboard"))
+  member = _records(workdir, "student")[0]["members"][0]
+  for (_, total), (_, task), (_, distill) in zip(*(student[f"train/{t}/{member}"]
+                                                   for t in ("loss", "task_loss", "distill_loss"))):
+    assert total == pytest.approx(task + config.distill.weight * distill, rel=1e-5)
+
+  loop.run_pipeline(config, workdir)  # finished: every stage says it was skipped
+  err = capsys.readouterr().err
+  for stage in ("teacher", "tnet", "student"):
+    assert f"{stage}: done, skipped ({os.path.join(workdir, stage, 'result.json')} exists)" in err
+  console.set_verbosity(console.QUIET)  # --verbosity=-1: errors and results only
+  try:
+    loop.run_pipeline(config, workdir)
+  finally:
+    console.set_verbosity(console.DEFAULT)
+  assert capsys.readouterr().err == ""
+
+
+def test_resume_is_exact(data_dir, tmp_path, capsys):
   """Killed mid-epoch after step 4 (checkpoint every step) and resumed == uninterrupted, data order and RNG
-  included."""
+  included; the console says so, and the event files hold each step once with the uninterrupted values."""
   config = smoke_config(data_dir, **{"checkpoint.every_steps": 1})
   full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
   loop.run_pipeline(config, full, ("teacher",))
@@ -79,6 +128,18 @@ def test_resume_is_exact(data_dir, tmp_path):
   assert int(a["state"]["step"]) == int(b["state"]["step"]) == 6
   _assert_trees_close(a["state"], b["state"], 1e-6)
   assert [r["val"] for r in _records(full, "teacher")] == [r["val"] for r in _records(resumed, "teacher")]
+  lines = [line.strip() for line in re.split(r"[\r\n]+", capsys.readouterr().err)]  # bars redraw after \r
+  assert f"teacher: training 6 steps (2 epochs x 3), member seed0_w0.6, in {os.path.join(resumed, 'teacher')}" \
+      in lines
+  assert "teacher: stopped at step 4 of 6 (checkpoint saved)" in lines
+  assert "teacher: resuming at step 4 of 6 (member seed0_w0.6)" in lines
+  epoch_line = re.compile(r"teacher epoch 2/2 \| loss [0-9.]+ task [0-9.]+ grad_norm [0-9.]+ \| val accuracy "
+                          r"[0-9.]+ \| test accuracy [0-9.]+ \| [0-9]+ clips/s")
+  assert sum(bool(epoch_line.fullmatch(line)) for line in lines) == 2, lines  # the full run's and the resumed one's
+  events = [summaries.read_scalars(os.path.join(d, "teacher", "tensorboard")) for d in (full, resumed)]
+  for tag in ("train/loss/seed0_w0.6", "train/grad_norm/seed0_w0.6"):
+    assert [s for s, _ in events[1][tag]] == list(range(1, 7))
+    np.testing.assert_allclose([v for _, v in events[1][tag]], [v for _, v in events[0][tag]], rtol=1e-5)
 
 
 # Adam divides by sqrt(v): for parameters whose true gradient is zero (attention key biases: softmax ignores
