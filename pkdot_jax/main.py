@@ -16,9 +16,14 @@ environment variable PKDOT_DEBUG=1) prints the full traceback instead. User erro
     run before training (`loop.validate_config`, the model builders' config checks, the optimizer settings);
   - while a command runs: ValueError (config checks inside the trainer, e.g. a dataset that needs
     --config.data.manual_dir, a workdir that holds another config), FileNotFoundError, NotADirectoryError and
-    PermissionError (missing data, a teacher stage that has not been trained, no finished runs to report).
-Any other exception is a bug (or an environment failure) and keeps its traceback (exit status 1). Ctrl-C exits
-with status 130 and no traceback.
+    PermissionError (missing data, a teacher stage that has not been trained, no finished runs to report), and
+    a workdir in use by another live process (`locks.InUse`, naming its pid and host).
+Any other exception is a bug (or an environment failure) and keeps its traceback (exit status 1).
+
+Signals (`train/preemption.py`): SIGTERM (preemption, a SLURM time limit, scancel) or SIGINT (Ctrl-C) while a
+stage trains finishes the step in progress, saves a checkpoint of it, waits for every pending write, prints
+one line `pkdot: stopped by SIGTERM: ...` and exits with status 143 (SIGTERM) or 130 (SIGINT); re-running the
+same command resumes. A second Ctrl-C aborts at once (status 130, no traceback).
 """
 
 from __future__ import annotations
@@ -335,9 +340,14 @@ _SETUP_ERRORS = (UserError, app.UsageError, flags.Error, FileNotFoundError, Valu
 _RUN_ERRORS = (UserError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
 
 
+def _in_use_error() -> tuple[type, ...]:
+  from pkdot_jax.train import locks
+  return (locks.InUse,)
+
+
 def is_user_error(error: BaseException, running: bool) -> bool:
   """Whether `error` is reported in one line (see the module docstring); `running`: the command's work began."""
-  return isinstance(error, _RUN_ERRORS if running else _SETUP_ERRORS)
+  return isinstance(error, _RUN_ERRORS + _in_use_error() if running else _SETUP_ERRORS)
 
 
 def _debug_requested(argv: list[str]) -> bool:
@@ -365,7 +375,7 @@ def _one_line(error: BaseException) -> str:
   line = lines[0].strip() if lines else text
   if len(lines) > 1:
     line += " [more with --debug]"
-  if not isinstance(error, (UserError, app.UsageError, flags.Error, ValueError, OSError)):
+  if not isinstance(error, (UserError, app.UsageError, flags.Error, ValueError, OSError) + _in_use_error()):
     line = f"{type(error).__name__}: {line}"
   return line
 
@@ -392,6 +402,10 @@ def run(argv: list[str] | None = None) -> None:
     print("pkdot: interrupted", file=sys.stderr)
     sys.exit(130)
   except Exception as e:  # pylint: disable=broad-except
+    from pkdot_jax.train import preemption
+    if isinstance(e, preemption.Preempted):
+      print(f"pkdot: {e} (exit status {e.exit_status})", file=sys.stderr)
+      sys.exit(e.exit_status)
     if not is_user_error(e, invocation.running):
       raise  # a bug: the traceback, exit status 1
     if debug:
