@@ -1,5 +1,5 @@
 """Sweep shards started together: two `pkdot sweep --shard=i/2` processes share one workdir and an empty data
-dir; four runs need one teacher and T-Net. Both exit 0, the shared teacher is trained once (its journal has one
+dir; four runs (video-only students) need one teacher. Both exit 0, the shared teacher is trained once (its journal has one
 record per epoch), and every run's records and results equal those of a single process.
 Bounded time; every process is reaped."""
 
@@ -14,10 +14,12 @@ from pkdot_jax.configs import load_module
 from pkdot_jax.study import sweep
 from pkdot_jax.train import loop
 
-TIMEOUT_S = 900
+TIMEOUT_S = 1500  # bounded; a few minutes on an idle 2-core machine
 SWEEP = """
 def get_sweep():
-  return {{"config": "synthetic:smoke", "base": {{"data.data_dir": {data_dir!r}, "num_devices": 1}},
+  return {{"config": "synthetic:smoke", "base": {{"data.data_dir": {data_dir!r}, "num_devices": 1,
+                                                "pipeline": ("teacher", "student"),
+                                                "model.student.mode": "video_only"}},
           "grid": {{"distill.weight": [0.3, 0.6, 0.9, 1.2]}}, "progress": False}}
 """
 
@@ -59,12 +61,12 @@ def test_two_shards_at_once_equal_one_process(tmp_path):
   names = [name for name, _ in sweep.expand(spec)]
   teachers = os.listdir(root / "teachers")
   assert len(teachers) == 1 and os.listdir(single / "teachers") == teachers
-  for stage in ("teacher", "tnet"):
+  for stage in ("teacher",):
     assert _members(root / "teachers" / teachers[0] / stage / "result.json") == \
         _members(single / "teachers" / teachers[0] / stage / "result.json")
   # Trained once: one record per (stage, epoch) in the shared teacher's journal.
   lines = [json.loads(line) for line in open(root / "teachers" / teachers[0] / "metrics.jsonl") if line.strip()]
-  assert len(lines) == len({(r["stage"], r["epoch"]) for r in lines}) == 2
+  assert len(lines) == len({(r["stage"], r["epoch"]) for r in lines}) == 1
   assert _records(root / "teachers" / teachers[0]) == _records(single / "teachers" / teachers[0])
   for name in names:
     assert _members(root / "runs" / name / "student" / "result.json") == \
