@@ -38,6 +38,8 @@ import traceback
 from absl import app, flags
 from ml_collections import config_flags
 
+from pkdot_jax.train import locks, preemption  # standard library and numpy only: the CLI starts fast
+
 COMMANDS = ("train", "demo", "sweep", "report")
 HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml")
 EXIT_USER_ERROR = 2
@@ -337,17 +339,12 @@ def main(argv: list[str], invocation: _Invocation | None = None) -> None:
 # --------------------------------------------------------------------------------------------- error report
 _SETUP_ERRORS = (UserError, app.UsageError, flags.Error, FileNotFoundError, ValueError, KeyError,
                  AttributeError, TypeError)
-_RUN_ERRORS = (UserError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
-
-
-def _in_use_error() -> tuple[type, ...]:
-  from pkdot_jax.train import locks
-  return (locks.InUse,)
+_RUN_ERRORS = (UserError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError, locks.InUse)
 
 
 def is_user_error(error: BaseException, running: bool) -> bool:
   """Whether `error` is reported in one line (see the module docstring); `running`: the command's work began."""
-  return isinstance(error, _RUN_ERRORS + _in_use_error() if running else _SETUP_ERRORS)
+  return isinstance(error, _RUN_ERRORS if running else _SETUP_ERRORS)
 
 
 def _debug_requested(argv: list[str]) -> bool:
@@ -375,7 +372,7 @@ def _one_line(error: BaseException) -> str:
   line = lines[0].strip() if lines else text
   if len(lines) > 1:
     line += " [more with --debug]"
-  if not isinstance(error, (UserError, app.UsageError, flags.Error, ValueError, OSError) + _in_use_error()):
+  if not isinstance(error, (UserError, app.UsageError, flags.Error, ValueError, OSError, locks.InUse)):
     line = f"{type(error).__name__}: {line}"
   return line
 
@@ -401,11 +398,10 @@ def run(argv: list[str] | None = None) -> None:
       raise
     print("pkdot: interrupted", file=sys.stderr)
     sys.exit(130)
+  except preemption.Preempted as e:  # a signal stopped training after saving it
+    print(f"pkdot: {e} (exit status {e.exit_status})", file=sys.stderr)
+    sys.exit(e.exit_status)
   except Exception as e:  # pylint: disable=broad-except
-    from pkdot_jax.train import preemption
-    if isinstance(e, preemption.Preempted):
-      print(f"pkdot: {e} (exit status {e.exit_status})", file=sys.stderr)
-      sys.exit(e.exit_status)
     if not is_user_error(e, invocation.running):
       raise  # a bug: the traceback, exit status 1
     if debug:
