@@ -1,6 +1,6 @@
 """Sweep shards started together: two `pkdot sweep --shard=i/2` processes share one workdir and an empty data
-dir; four runs (video-only students) need one teacher. Both exit 0, the shared teacher is trained once (its journal has one
-record per epoch), and every run's records and results equal those of a single process.
+dir; four runs (video-only students) need one teacher. Both exit 0, the shared teacher is trained once (its
+journal has one record per epoch), and every run's records and results equal those of a single process.
 Bounded time; every process is reaped."""
 
 import json
