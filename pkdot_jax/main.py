@@ -18,10 +18,15 @@ environment variable PKDOT_DEBUG=1) prints the full traceback instead. User erro
     config checks, the optimizer settings);
   - while a command runs: ValueError (config checks inside the trainer, e.g. a dataset that needs
     --config.data.manual_dir, a workdir that holds another config), FileNotFoundError, NotADirectoryError and
-    PermissionError (missing data, a teacher stage that has not been trained, no finished runs to report).
-Any other exception is a bug (or an environment failure) and keeps its traceback (exit status 1). Ctrl-C exits
-with status 130 and no traceback. The `pkdot` script enters through `cli.py`, which exits with status 2 and one
-line when the `train` extra is not installed.
+    PermissionError (missing data, a teacher stage that has not been trained, no finished runs to report), and
+    a workdir in use by another live process (`locks.InUse`, naming its pid and host).
+Any other exception is a bug (or an environment failure) and keeps its traceback (exit status 1). The `pkdot`
+script enters through `cli.py`, which exits with status 2 and one line when the `train` extra is not installed.
+
+Signals (`train/preemption.py`): SIGTERM (preemption, a SLURM time limit, scancel) or SIGINT (Ctrl-C) while a
+stage trains finishes the step in progress, saves a checkpoint of it, waits for every pending write, prints
+one line `pkdot: stopped by SIGTERM: ...` and exits with status 143 (SIGTERM) or 130 (SIGINT); re-running the
+same command resumes. A second Ctrl-C aborts at once (status 130, no traceback).
 
 Output: progress (stage and epoch lines, bars) on stderr as `--verbosity` says (console.py), results (tables,
 report paths) on stdout.
@@ -38,6 +43,8 @@ import traceback
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from pkdot_jax.train import locks, preemption  # standard library and numpy only: the CLI starts fast
 
 COMMANDS = ("train", "demo", "sweep", "report", "data")
 HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml")
@@ -376,7 +383,7 @@ def _data_command(args: list[str], invocation: _Invocation) -> None:
 # --------------------------------------------------------------------------------------------- error report
 _SETUP_ERRORS = (UserError, app.UsageError, flags.Error, FileNotFoundError, ValueError, KeyError,
                  AttributeError, TypeError)
-_RUN_ERRORS = (UserError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
+_RUN_ERRORS = (UserError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError, locks.InUse)
 
 
 def is_user_error(error: BaseException, running: bool) -> bool:
@@ -409,7 +416,7 @@ def _one_line(error: BaseException) -> str:
   line = lines[0].strip() if lines else text
   if len(lines) > 1:
     line += " [more with --debug]"
-  if not isinstance(error, (UserError, app.UsageError, flags.Error, ValueError, OSError)):
+  if not isinstance(error, (UserError, app.UsageError, flags.Error, ValueError, OSError, locks.InUse)):
     line = f"{type(error).__name__}: {line}"
   return line
 
@@ -435,6 +442,9 @@ def run(argv: list[str] | None = None) -> None:
       raise
     print("pkdot: interrupted", file=sys.stderr)
     sys.exit(130)
+  except preemption.Preempted as e:  # a signal stopped training after saving it
+    print(f"pkdot: {e} (exit status {e.exit_status})", file=sys.stderr)
+    sys.exit(e.exit_status)
   except Exception as e:  # pylint: disable=broad-except
     if not is_user_error(e, invocation.running):
       raise  # a bug: the traceback, exit status 1

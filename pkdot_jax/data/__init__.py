@@ -21,15 +21,20 @@ def prepare(name: str, data_dir: str, *, config_name: str, manual_dir: str = "",
   `overrides`: builder-config fields (see each builder's `make_config`).
   """
   data_dir = os.path.expanduser(data_dir)
-  if name == "pkdot_synthetic":
-    from pkdot_jax.data import synthetic
-    return synthetic.prepare(data_dir, config_name, seed, **overrides)
-  if name not in ("biovid", "affwild2"):
+  if name not in DATASETS:
     raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
-  if not manual_dir:
+  if name != "pkdot_synthetic" and not manual_dir:
     raise ValueError(missing_manual_dir(name))
-  module = _manual_module(name)
-  return module.prepare(data_dir, os.path.expanduser(manual_dir), config_name, **overrides)
+  from pkdot_jax.train import locks
+  # Processes building into one data dir (sweep shards, the tasks of a job) take turns: the first builds, the
+  # others wait, then find it built and read it (tfds renames a finished build into place, two at once clash).
+  with locks.claim(data_dir, f"the {name} build in data dir", wait=True, name=f".pkdot-build-{name}.lock",
+                   read_only_ok=True):
+    if name == "pkdot_synthetic":
+      from pkdot_jax.data import synthetic
+      return synthetic.prepare(data_dir, config_name, seed, **overrides)
+    module = _manual_module(name)
+    return module.prepare(data_dir, os.path.expanduser(manual_dir), config_name, **overrides)
 
 
 def _manual_module(name: str):

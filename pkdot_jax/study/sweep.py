@@ -27,6 +27,7 @@ task); run the aggregation (`pkdot report`) once all shards are done.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import itertools
@@ -40,7 +41,7 @@ import ml_collections
 
 from pkdot_jax import configs as configs_lib
 from pkdot_jax import console
-from pkdot_jax.train import checkpoint, loop, parallel, stages
+from pkdot_jax.train import checkpoint, locks, loop, parallel, preemption, stages
 from pkdot_jax.train.programs import Context
 from pkdot_jax.study import methods as methods_lib
 
@@ -132,8 +133,10 @@ def _should_share(setting: Any, configs: list[ml_collections.ConfigDict]) -> boo
 
 
 def run_one(config: ml_collections.ConfigDict, run_dir: str, teachers_root: str,
-            context: Context | None = None) -> dict[str, Any]:
-  """Runs (or resumes, or skips) one run of a sweep; teacher stages live in the shared teacher dir."""
+            context: Context | None = None, wait: bool = True) -> dict[str, Any]:
+  """Runs (or resumes, or skips) one run of a sweep; teacher stages live in the shared teacher dir. A run
+  directory or teacher directory claimed by another process (another shard) is waited for, or, without
+  `wait`, raises locks.InUse."""
   key = teacher_key(config)
   with config.unlocked():
     config.teacher_workdir = os.path.join(teachers_root, key)
@@ -142,14 +145,18 @@ def run_one(config: ml_collections.ConfigDict, run_dir: str, teachers_root: str,
                       "result.json")
   if os.path.exists(done):  # finished: not started again
     return {}
-  return loop.run_pipeline(config, run_dir, context=context)
+  return loop.run_pipeline(config, run_dir, context=context, wait_for_workdir=wait, wait_for_teacher=wait)
 
 
 def run_sweep(sweep: dict[str, Any], root: str, shard: str = "0/1",
               after_run: Callable[[str], None] | None = None, context: Context | None = None) -> list[str]:
   """Runs this shard's runs in one `Context` (compiled programs shared); returns the names of those that
   finished. A run whose loss turns non-finite is recorded in `<run>/failed.json` and the sweep goes on (the
-  reports name it; a re-run tries it again). `after_run(name)` is called after each finished run (tests)."""
+  reports name it; a re-run tries it again). `after_run(name)` is called after each finished run (tests).
+
+  Shards may run at the same time in one workdir: a run (or the teacher it needs) that another process holds is
+  put off while this shard does its other runs, then waited for; one that the other process finished is then
+  skipped. Several processes given the same shard share its runs that way."""
   context = context or Context()
   base = load_config(sweep["config"])
   all_runs = expand(sweep)
@@ -158,37 +165,55 @@ def run_sweep(sweep: dict[str, Any], root: str, shard: str = "0/1",
     context.programs.share_losses(configs.values())  # the whole grid: every shard compiles the same program
   runs = shard_runs(all_runs, shard)
   os.makedirs(root, exist_ok=True)
-  with open(os.path.join(root, "sweep.json"), "w") as f:
+  tmp = os.path.join(root, f"sweep.json.{os.getpid()}.tmp")  # shards write it at once: each its own file, renamed
+  with open(tmp, "w") as f:
     json.dump({"config": sweep["config"], "base": sweep.get("base", {}), "grid": sweep.get("grid", {}),
                "contrasts": sweep.get("contrasts", {}), "command": " ".join(sys.argv)}, f, indent=2, default=str)
-  done = []
+  os.replace(tmp, os.path.join(root, "sweep.json"))
   from tqdm import tqdm
 
   # One bar over the runs with its ETA (the mean time of the runs so far; runs already finished skip fast, so
   # a resumed sweep's first estimates are optimistic). Per-run lines go through the bar's writer.
-  progress = tqdm(runs, desc=sweep.get("desc", "runs"), unit="run", dynamic_ncols=True, file=sys.stderr,
-                  disable=not (sweep.get("progress", True) and console.bars_enabled()))
-  for name, _ in progress:
-    config = configs[name]
-    t0 = time.time()
-    progress.set_postfix_str(name[:60])
-    run_dir = os.path.join(root, "runs", name)
-    try:
-      ran = run_one(config, run_dir, os.path.join(root, "teachers"), context)
-    except loop.NonFiniteLossError as e:  # one diverged run does not stop the sweep; the reports name it
-      os.makedirs(run_dir, exist_ok=True)
-      with open(os.path.join(run_dir, "failed.json"), "w") as f:
-        json.dump({"error": str(e)}, f, indent=2)
-      console.info(f"[sweep] {name}: FAILED ({e})", console.QUIET)
-      continue
-    if os.path.exists(os.path.join(run_dir, "failed.json")):
-      os.remove(os.path.join(run_dir, "failed.json"))  # finished now (e.g. resumed after a fix)
-    done.append(name)
-    console.info(f"[sweep] {name}: {'done' if ran else 'already finished, skipped'} ({time.time() - t0:.1f} s)")
-    if after_run is not None:
-      after_run(name)
+  progress = tqdm(total=len(runs), desc=sweep.get("desc", "runs"), unit="run", dynamic_ncols=True,
+                  file=sys.stderr, disable=not (sweep.get("progress", True) and console.bars_enabled()))
+  pending, put_off, done = [name for name, _ in runs], [], []
+  with preemption.handling():  # a signal between runs stops the sweep at the next one's start
+    while pending or put_off:
+      wait = not pending  # first every run that is free, then those another process held, waiting for them
+      name = (pending or put_off).pop(0)
+      progress.set_postfix_str(name[:60])
+      try:
+        ran = _run_in_sweep(name, configs[name], root, context, wait)
+      except locks.InUse as e:
+        put_off.append(name)
+        console.info(f"[sweep] {name}: {e.what} in use by {locks.describe(e.holder)}; coming back to it later")
+        continue
+      progress.update(1)
+      if ran is None:
+        continue
+      done.append(name)
+      if after_run is not None:
+        after_run(name)
   progress.close()
   return done
+
+
+def _run_in_sweep(name: str, config, root: str, context: Context, wait: bool) -> dict | None:
+  """One run of `run_sweep`: its result (None: failed, recorded in failed.json)."""
+  t0 = time.time()
+  run_dir = os.path.join(root, "runs", name)
+  try:
+    ran = run_one(config, run_dir, os.path.join(root, "teachers"), context, wait=wait)
+  except loop.NonFiniteLossError as e:  # one diverged run does not stop the sweep; the reports name it
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "failed.json"), "w") as f:
+      json.dump({"error": str(e)}, f, indent=2)
+    console.info(f"[sweep] {name}: FAILED ({e})", console.QUIET)
+    return None
+  with contextlib.suppress(FileNotFoundError):  # finished now (e.g. resumed after a fix)
+    os.remove(os.path.join(run_dir, "failed.json"))
+  console.info(f"[sweep] {name}: {'done' if ran else 'already finished, skipped'} ({time.time() - t0:.1f} s)")
+  return ran
 
 
 def main(sweep_path: str, root: str, shard: str = "0/1") -> None:

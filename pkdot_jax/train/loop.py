@@ -27,6 +27,7 @@ Workdir layout (one run = one config = one fold):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -42,7 +43,7 @@ from pkdot_jax.models import pretrained as pretrained_lib
 from pkdot_jax.train import checkpoint as ckpt_lib
 from pkdot_jax.train import evaluation
 from pkdot_jax.train import input as input_lib
-from pkdot_jax.train import parallel, runinfo, schema, steps
+from pkdot_jax.train import locks, parallel, preemption, runinfo, schema, steps
 from pkdot_jax.train import watch as watch_lib
 from pkdot_jax.train import stages as stages_lib
 from pkdot_jax.train.programs import Context
@@ -101,6 +102,32 @@ def _sync(name: str) -> None:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices(name)
+
+
+@contextlib.contextmanager
+def _claim(directory: str, what: str, wait: bool):
+  """Claims `directory` for this job (`locks`): a process that finds it claimed by another job waits (`wait`)
+  or raises locks.InUse naming the holder. In a multi-process job process 0 holds the claim for all and the
+  others learn its outcome, so every process raises (or goes on) alike."""
+  if jax.process_count() == 1:
+    with locks.claim(directory, what, wait=wait):
+      yield
+    return
+  from jax.experimental import multihost_utils
+  error = None
+  if _is_writer():
+    try:
+      locks.acquire(os.path.join(directory, locks.LOCK_FILE), what, wait=wait)
+    except locks.InUse as e:
+      error = e
+  if int(multihost_utils.broadcast_one_to_all(np.int32(error is not None))):
+    path = os.path.join(os.path.abspath(directory), locks.LOCK_FILE)
+    raise error or locks.InUse(path, what, locks.read_holder(path))
+  try:
+    yield
+  finally:
+    if _is_writer():
+      locks.release(os.path.join(directory, locks.LOCK_FILE))
 
 
 # --------------------------------------------------------------------------------------------------- set-up
@@ -332,6 +359,36 @@ def _copy(x):
   return np.array(x) if isinstance(x, np.ndarray) else jnp.copy(x)
 
 
+@dataclasses.dataclass
+class _EpochLoss:
+  """Per member: the sum (float64) and count of the current epoch's step losses. Checkpoints carry it, so an
+  epoch resumed mid-way reports the mean over all its steps, bit for bit the uninterrupted run's."""
+  total: np.ndarray
+  count: int
+
+  @classmethod
+  def empty(cls, num_members: int) -> "_EpochLoss":
+    return cls(np.zeros(num_members, np.float64), 0)
+
+  def add(self, loss) -> None:
+    self.total = self.total + np.asarray(loss, np.float64).reshape(-1)
+    self.count += 1
+
+  def mean(self) -> list[float] | None:
+    return (self.total / self.count).tolist() if self.count else None
+
+  def tree(self) -> dict[str, np.ndarray]:
+    return {"sum": np.array(self.total, np.float64), "count": np.asarray(self.count, np.int64)}
+
+  @classmethod
+  def from_tree(cls, tree: dict[str, Any]) -> "_EpochLoss":
+    return cls(np.asarray(tree["sum"], np.float64), int(tree["count"]))
+
+
+def _checkpoint_tree(state: TrainState, best: _Best, epoch_loss: _EpochLoss) -> dict[str, Any]:
+  return {"state": state.checkpoint_tree(), "best": best.tree(), "epoch_loss": epoch_loss.tree()}
+
+
 def _scores(record, metric: str, mode: str, num_members: int) -> np.ndarray:
   if "val" not in record:
     return np.full(num_members, -np.inf)
@@ -339,31 +396,36 @@ def _scores(record, metric: str, mode: str, num_members: int) -> np.ndarray:
   return -values if mode == "min" else values
 
 
-def _restore_or_init(run: _Run, checkpointer) -> tuple[TrainState, _Best, int]:
-  """(state, best, first step): from the latest checkpoint when there is one, else freshly initialised."""
+def _restore_or_init(run: _Run, checkpointer) -> tuple[TrainState, _Best, _EpochLoss, int]:
+  """(state, best, the epoch's losses so far, first step): from the latest checkpoint when there is one, else
+  freshly initialised."""
   state = _initial_state(run)
   best = _Best.empty(state, len(run.members))
+  epoch_loss = _EpochLoss.empty(len(run.members))
   if checkpointer.latest_step() is None:
-    return state, best, 0
-  restored = checkpointer.restore_latest({"state": state.checkpoint_tree(), "best": best.tree()})
+    return state, best, epoch_loss, 0
+  restored = checkpointer.restore_latest(_checkpoint_tree(state, best, epoch_loss))
   state = state.restored(restored["state"])
-  return state, _Best.from_tree(restored["best"]), int(np.asarray(state.step).reshape(-1)[0])
+  return (state, _Best.from_tree(restored["best"]), _EpochLoss.from_tree(restored["epoch_loss"]),
+          int(np.asarray(state.step).reshape(-1)[0]))
 
 
 # ------------------------------------------------------------------------------------------------ training
 def _train_epoch(run: _Run, state: TrainState, step: int, train_step, cache, checkpointer, best: _Best,
-                 watch: watch_lib.StageWatch, stop_after_steps: int | None) -> tuple[TrainState, int, list, bool]:
-  """Trains from `step` to the end of its epoch (or to `stop_after_steps`); returns (state, step, the epoch's
-  train losses, stopped early). Step metrics reach the host (and `watch`) every `log_every` steps."""
+                 epoch_loss: _EpochLoss, watch: watch_lib.StageWatch,
+                 stop_after_steps: int | None) -> tuple[TrainState, int, bool]:
+  """Trains from `step` to the end of its epoch (or to `stop_after_steps`), adding the step losses to
+  `epoch_loss`; returns (state, step, stopped early). Step metrics reach the host (and `watch`) every
+  `log_every` steps. A signal (`preemption`) stops it after the step in progress, with a checkpoint of
+  that step."""
   config, members = run.config, run.members
   epoch = step // run.steps_per_epoch
   member_keys = jnp.stack([jax.random.key_data(jax.random.key(s)) for s in members.seeds])
   member_keys = member_keys if members.vmapped else member_keys[0]
   every = int(config.checkpoint.every_steps) or run.steps_per_epoch
   skip = step - epoch * run.steps_per_epoch
-  window: list[Any]
-  losses_seen: list[Any]
-  window, losses_seen = [], []
+  single_process = jax.process_count() == 1
+  window: list[Any] = []
   for local_batch in run.data.train_batches(epoch, members.seeds, config.batch_size, skip=skip):
     if cache is not None:
       local_batch = cache.add_to(local_batch)
@@ -371,20 +433,45 @@ def _train_epoch(run: _Run, state: TrainState, step: int, train_step, cache, che
                                                                   member_axis=members.vmapped), member_keys)
     step += 1
     window.append(step_metrics)
-    stopping = stop_after_steps is not None and step >= stop_after_steps
-    if len(window) >= config.log_every or step % run.steps_per_epoch == 0 or stopping:
-      host = _check_window(window, step - len(window) + 1, run.stage.name, checkpointer)
-      losses_seen.extend(h["loss"] for h in host)
-      watch.window(step - len(window) + 1, host, config.batch_size * len(members) * len(window))
+    end, save = step % run.steps_per_epoch == 0, step % every == 0 and step % run.steps_per_epoch != 0
+    stop_now = stop_after_steps is not None and step >= stop_after_steps
+    # One process reads its flag every step (no device work); a job agrees on it where its processes flush.
+    signal = preemption.requested() if single_process else None
+    if len(window) >= config.log_every or end or save or stop_now or signal:
+      _flush(window, step, run, checkpointer, epoch_loss, watch)
       window = []
-    if step % every == 0 and step % run.steps_per_epoch != 0:
-      checkpointer.save(step, {"state": state.checkpoint_tree(), "best": best.tree()})
-    if stopping:
-      checkpointer.save(step, {"state": state.checkpoint_tree(), "best": best.tree()}, force=True)
-      return state, step, losses_seen, True
-    if step % run.steps_per_epoch == 0:
+      signal = signal if single_process else preemption.agreed()
+    if signal and not end:  # at an epoch's end, run_stage stops once the epoch is evaluated and recorded
+      _stop(signal, run, checkpointer, step, _checkpoint_tree(state, best, epoch_loss))
+    if save:
+      checkpointer.save(step, _checkpoint_tree(state, best, epoch_loss))
+    if stop_now:
+      checkpointer.save(step, _checkpoint_tree(state, best, epoch_loss), force=True)
+      return state, step, True
+    if end:
       break
-  return state, step, losses_seen, False
+  return state, step, False
+
+
+def _flush(window, step: int, run: _Run, checkpointer, epoch_loss: _EpochLoss, watch: watch_lib.StageWatch) -> None:
+  """Moves a window of step metrics to the host (stopping at a non-finite one), adds its losses to the epoch's
+  and hands them to `watch` (event files, the epoch's terms, the progress bar)."""
+  host = _check_window(window, step - len(window) + 1, run.stage.name, checkpointer)
+  for h in host:
+    epoch_loss.add(h["loss"])
+  watch.window(step - len(window) + 1, host, run.config.batch_size * len(run.members) * len(window))
+
+
+def _stop(signum: int, run: _Run, checkpointer, step: int, tree: dict[str, Any]) -> None:
+  """After a signal: a checkpoint of `step` (unless the latest already is), every write finished, then
+  `preemption.Preempted` naming the step and where it was saved."""
+  checkpointer.wait()
+  if checkpointer.latest_step() != step:
+    checkpointer.save(step, tree, force=True)
+    checkpointer.wait()
+  raise preemption.Preempted(
+      signum, f"stopped by {preemption.name(signum)}: {run.stage.name} step {step} of {run.total_steps} saved in "
+              f"{checkpointer.latest.directory}; run the same command again to resume from it")
 
 
 def _check_window(window, first_step: int, stage: str, checkpointer) -> list[dict[str, np.ndarray]]:
@@ -402,15 +489,14 @@ def _check_window(window, first_step: int, stage: str, checkpointer) -> list[dic
   return host
 
 
-def _end_of_epoch(run: _Run, state: TrainState, best: _Best, step: int, epoch_losses: list, eval_fn,
+def _end_of_epoch(run: _Run, state: TrainState, best: _Best, step: int, epoch_loss: _EpochLoss, eval_fn,
                   watch: watch_lib.StageWatch) -> None:
   """Evaluates every member on validation (and test), updates the best and appends the epoch's record (with
-  `train_terms`: per step term, its mean over the epoch's steps per member)."""
+  `train_terms`: per step term, its mean over the epoch's steps this process ran, per member)."""
   members, config = run.members, run.config
   epoch = step // run.steps_per_epoch
   record = {"stage": run.stage.name, "epoch": epoch, "step": step, "members": members.names(),
-            "train_loss": np.atleast_1d(np.mean(np.stack(epoch_losses), axis=0)).tolist() if epoch_losses
-            else None, "train_terms": watch.epoch_terms()}
+            "train_loss": epoch_loss.mean(), "train_terms": watch.epoch_terms()}
   for split in ("val", "test") if config.test_every_epoch else ("val",):
     if len(getattr(run.data, split)):
       record[split] = evaluation.evaluate(eval_fn, state.variables(), state.frozen, run.data, split, config,
@@ -435,26 +521,42 @@ def run_stage(stage: str, config, workdir: str, *, teacher_dir: str | None = Non
   if os.path.exists(result_path):
     console.info(f"{stage}: done, skipped ({result_path} exists)")
     return _read_json(result_path)
+  # Signals stop training cleanly (`preemption`); the workdir is this job's alone (`locks`): its start-up
+  # clean-up (orbax's temporary directories) and writes never touch another live process's files.
+  with preemption.handling(), _claim(workdir, "workdir", wait=False):
+    signum = preemption.agreed()
+    if signum:
+      raise preemption.Preempted(signum, f"stopped by {preemption.name(signum)} before stage {stage} started; "
+                                         f"run the same command again to continue")
+    return _train_stage(stage, config, workdir, teacher_dir, mesh, stop_after_steps, context)
+
+
+def _train_stage(stage: str, config, workdir: str, teacher_dir: str | None, mesh, stop_after_steps: int | None,
+                 context: Context | None) -> dict[str, Any]:
   run = _setup(stage, config, workdir, teacher_dir or workdir, mesh, context or Context())
   train_step = _train_step(run)
   eval_fn = evaluation.eval_program(stage, config, run.members.vmapped, run.context.programs)
   checkpointer = ckpt_lib.Checkpointer(run.stage_dir, max_to_keep=config.checkpoint.max_to_keep,
                                        min_interval_secs=config.checkpoint.min_interval_secs)
-  state, best, step = _restore_or_init(run, checkpointer)
+  state, best, epoch_loss, step = _restore_or_init(run, checkpointer)
   cache = _teacher_cache(run)
   watch = watch_lib.StageWatch(stage, run.stage_dir, run.members.names(), run.total_steps, run.steps_per_epoch,
                                step, learning_rate(run.opt_config), _is_writer(), config.progress)
   t_stage = time.time()
   try:
     while step < run.total_steps:
-      state, step, epoch_losses, stopped = _train_epoch(run, state, step, train_step, cache, checkpointer, best,
-                                                        watch, stop_after_steps)
+      state, step, stopped = _train_epoch(run, state, step, train_step, cache, checkpointer, best, epoch_loss,
+                                          watch, stop_after_steps)
       if stopped:
         checkpointer.wait()
         watch.close(f"stopped at step {step} of {run.total_steps} (checkpoint saved)")
         return {"stopped_at": step}
-      _end_of_epoch(run, state, best, step, epoch_losses, eval_fn, watch)
-      checkpointer.save(step, {"state": state.checkpoint_tree(), "best": best.tree()})
+      _end_of_epoch(run, state, best, step, epoch_loss, eval_fn, watch)
+      epoch_loss = _EpochLoss.empty(len(run.members))
+      checkpointer.save(step, _checkpoint_tree(state, best, epoch_loss))
+      signum = preemption.agreed() if step < run.total_steps else None  # (a finished stage writes its outputs)
+      if signum:
+        _stop(signum, run, checkpointer, step, _checkpoint_tree(state, best, epoch_loss))
   finally:
     watch.close()  # the event file is flushed whatever happens; a second close does nothing
   checkpointer.wait()
@@ -625,25 +727,37 @@ def _check_training_split(config, context: Context) -> None:
 
 
 def run_pipeline(config, workdir: str, stages: tuple[str, ...] | None = None, *,
-                 context: Context | None = None) -> dict[str, Any]:
+                 context: Context | None = None, wait_for_workdir: bool = False,
+                 wait_for_teacher: bool = True) -> dict[str, Any]:
   """Runs the stages in order (default: config.pipeline), each skipped if already done.
 
   Teacher-side stages run in `config.teacher_workdir` when set (shared by the runs of a sweep), the student in
   `workdir`. `context`: compiled programs and caches to share with other runs of this process. Nothing is
   written before the config has passed `check_run`.
+
+  The workdir is claimed for the whole run (`locks`): one held by another live process raises locks.InUse
+  naming it (or, `wait_for_workdir`, waits for it). A separate teacher directory is claimed while its config is
+  checked and its stages run: one held by another process (another run of a sweep training the same teacher)
+  is waited for, then its finished stages are skipped (`wait_for_teacher=False`: locks.InUse instead).
   """
   context = context or Context()
   stages = tuple(stages or config.pipeline)
   check_run(config, workdir, stages, context)
   teacher_dir = config.teacher_workdir or workdir
-  ckpt_lib.check_or_write_config(workdir, config, write=_is_writer())
-  if _is_writer():
-    runinfo.write(workdir, config)
-  if teacher_dir != workdir:
-    ckpt_lib.check_or_write_config(teacher_dir, config, drop=stages_lib.FIELDS.teacher_neutral, write=_is_writer())
-  _sync(f"{workdir} config")
-  results = {}
-  for stage in stages:
-    stage_workdir = teacher_dir if stages_lib.get(stage).teacher_side else workdir
-    results[stage] = run_stage(stage, config, stage_workdir, teacher_dir=teacher_dir, context=context)
+  with preemption.handling(), _claim(workdir, "workdir", wait_for_workdir), contextlib.ExitStack() as teacher:
+    ckpt_lib.check_or_write_config(workdir, config, write=_is_writer())
+    if _is_writer():
+      runinfo.write(workdir, config)
+    if teacher_dir != workdir:
+      teacher.enter_context(_claim(teacher_dir, "teacher directory", wait_for_teacher))
+      ckpt_lib.check_or_write_config(teacher_dir, config, drop=stages_lib.FIELDS.teacher_neutral,
+                                     write=_is_writer())
+    _sync(f"{workdir} config")
+    results = {}
+    for stage in stages:
+      teacher_side = stages_lib.get(stage).teacher_side
+      if not teacher_side:
+        teacher.close()  # the teacher directory is only read from here on
+      stage_workdir = teacher_dir if teacher_side else workdir
+      results[stage] = run_stage(stage, config, stage_workdir, teacher_dir=teacher_dir, context=context)
   return results
