@@ -178,8 +178,13 @@ class LogMel:
 
 def video_transforms(*, train: bool, num_frames: int | None = None, size: tuple[int, int] | None = None,
                      crop: tuple[int, int] | None = None, flip: bool = True,
-                     mean: Sequence[float] = KINETICS_MEAN, std: Sequence[float] = KINETICS_STD) -> list:
-  """The standard video chain: [sample frames] -> [resize] -> [random|centre crop] -> [flip] -> normalise."""
+                     mean: Sequence[float] = KINETICS_MEAN, std: Sequence[float] = KINETICS_STD,
+                     normalize: bool = True) -> list:
+  """The standard video chain: [sample frames] -> [resize] -> [random|centre crop] -> [flip] -> [normalise].
+
+  Frame choice, crop and flip are views of the stored clip (the batch's one copy is the collation); with
+  `normalize=False` the clips stay uint8 and the model normalises them on the device
+  (`pkdot_jax.data.on_device`, Kinetics statistics only), a quarter of the bytes and no host float pass."""
   chain = []
   if num_frames is not None:
     chain.append(SampleFrames(num_frames, "tsn" if train else "uniform"))
@@ -189,5 +194,9 @@ def video_transforms(*, train: bool, num_frames: int | None = None, size: tuple[
     chain.append(RandomCrop(*crop) if train else CenterCrop(*crop))
   if train and flip:
     chain.append(RandomFlip())
-  chain.append(Normalize(mean, std))
+  if normalize:
+    chain.append(Normalize(mean, std))
+  elif (tuple(mean), tuple(std)) != (KINETICS_MEAN, KINETICS_STD):
+    raise ValueError(f"normalize=False leaves normalisation to the model, which uses the Kinetics statistics; "
+                     f"got mean={tuple(mean)}, std={tuple(std)}")
   return chain

@@ -21,6 +21,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from pkdot_jax.data.on_device import normalize_video
 from pkdot_jax.models.fusion import Head
 
 Array = Any
@@ -50,6 +51,11 @@ def _get(batch: Mapping[str, Array], key: str, module: str) -> Array:
   if key not in batch:
     raise ValueError(f"{module}: batch has no {key!r} entry (keys: {sorted(batch)})")
   return jnp.asarray(batch[key])
+
+
+def _video(batch: Mapping[str, Array], module: str) -> Array:
+  """batch["video"], normalised here when the loader shipped uint8 pixels (`pkdot_jax.data.on_device`)."""
+  return normalize_video(_get(batch, "video", module))
 
 
 class Adapter(nn.Module):
@@ -85,7 +91,7 @@ class Teacher(nn.Module):
 
   @nn.compact
   def __call__(self, batch: Mapping[str, Array], train: bool) -> ModelOutput:
-    visual = self.visual_backbone(_get(batch, "video", "Teacher"), train)
+    visual = self.visual_backbone(_video(batch, "Teacher"), train)
     privileged = self.privileged_backbone(_get(batch, self.privileged_key, "Teacher"), train)
     prediction, embedding = self.fusion(visual, privileged, train)
     aux = {}
@@ -127,7 +133,7 @@ class Student(nn.Module):
 
   @nn.compact
   def __call__(self, batch: Mapping[str, Array], train: bool) -> ModelOutput:
-    visual = self.visual_backbone(_get(batch, "video", "Student"), train and not self.freeze_backbone)
+    visual = self.visual_backbone(_video(batch, "Student"), train and not self.freeze_backbone)
     if self.freeze_backbone:
       visual = jax.lax.stop_gradient(visual)
     if self.mode == "tnet_fusion":
@@ -165,7 +171,7 @@ class Unimodal(nn.Module):
     if (self.visual_backbone is None) == (self.privileged_backbone is None):
       raise ValueError("Unimodal: set exactly one of visual_backbone and privileged_backbone")
     if self.visual_backbone is not None:
-      feature = self.visual_backbone(_get(batch, "video", "Unimodal"), train)
+      feature = self.visual_backbone(_video(batch, "Unimodal"), train)
       visual, privileged = feature, None
     else:
       feature = self.privileged_backbone(_get(batch, self.privileged_key, "Unimodal"), train)

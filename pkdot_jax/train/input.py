@@ -83,11 +83,12 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 def _transforms(dcfg) -> tuple[list, list]:
   """Video chains for training and evaluation. Without `augment` both are deterministic and identical (the
-  teacher cache relies on it); with it, training samples TSN frames, crops randomly and flips."""
+  teacher cache relies on it); with it, training samples TSN frames, crops randomly and flips. Clips stay uint8:
+  the models normalise them on the device (`pkdot_jax.data.on_device`)."""
   def chain(train: bool) -> list:
     return transforms_lib.video_transforms(
         train=train, num_frames=dcfg.get("num_frames") or None, size=tuple(dcfg.size) if dcfg.get("size") else None,
-        crop=tuple(dcfg.crop) if dcfg.get("crop") else None, flip=True)
+        crop=tuple(dcfg.crop) if dcfg.get("crop") else None, flip=True, normalize=False)
   return chain(bool(dcfg.augment)), chain(False)
 
 

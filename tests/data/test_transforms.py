@@ -35,6 +35,22 @@ def test_video_chain_shapes_and_values():
     transforms.RandomCrop(30, 30)(example, rng)
 
 
+def test_device_normalisation_matches_the_host_chain():
+  from pkdot_jax.data import on_device
+  rng = np.random.default_rng(0)
+  video = rng.integers(0, 256, (2, 3, 5, 4, 3), dtype=np.uint8)
+  host = transforms.Normalize()({"video": video}, rng)["video"]
+  device = np.asarray(on_device.normalize_video(video))
+  assert device.dtype == np.float32
+  np.testing.assert_allclose(device, host, rtol=0, atol=2e-6)
+  assert on_device.normalize_video(host) is host  # float clips are taken as normalised already
+  chain = transforms.video_transforms(train=True, crop=(4, 4), normalize=False)
+  out = chain[-1]({"video": video[0]}, np.random.default_rng(1))["video"]
+  assert out.dtype == np.uint8 and not any(isinstance(t, transforms.Normalize) for t in chain)
+  with pytest.raises(ValueError, match="Kinetics"):
+    transforms.video_transforms(train=False, normalize=False, mean=transforms.IMAGENET_MEAN)
+
+
 def test_spectrogram_peak_at_true_frequency():
   fs = 512.0
   t = np.arange(1024) / fs

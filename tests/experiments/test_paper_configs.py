@@ -126,7 +126,7 @@ def test_biovid_protocols(fake_roots):
   parts = [_subjects(corrected.train), _subjects(corrected.val), _subjects(corrected.test)]
   assert all(parts) and not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
   batch = next(corrected.train_batches(0, (0,), 8))
-  assert batch["video"].shape == (8, 4, 16, 16, 3) and batch["video"].dtype == np.float32  # 20 -> crop 16
+  assert batch["video"].shape == (8, 4, 16, 16, 3) and batch["video"].dtype == np.uint8  # 20 -> crop 16, uint8
   assert batch["physio"].shape == (8, 512, 3) and set(batch["label"].tolist()) <= {0, 1}
 
   authors = input_lib.load(_smoke("biovid_binary", fake_roots, "authors,smoke"))

@@ -78,6 +78,23 @@ def test_student_ignores_privileged_inputs_and_teacher_uses_them(numpy_init):
     jax.eval_shape(lambda: teacher.init(jax.random.key(0), no_physio, train=False))
 
 
+def test_uint8_video_is_normalised_in_the_model_as_on_the_host(numpy_init):
+  """The trainer's loaders ship uint8 clips; every model normalises them first, exactly as the host chain's
+  Normalize did (a model that skipped it, or used other statistics, sees pixels 0..255 and differs)."""
+  from pkdot_jax.data import transforms
+  cfg = _cfg()
+  batch = models.dummy_batch(cfg, batch_size=3)
+  pixels = np.random.default_rng(0).integers(0, 256, batch["video"].shape, dtype=np.uint8)
+  host = transforms.Normalize()({"video": pixels}, None)["video"]
+  for model in (models.build_teacher(cfg), models.build_student(cfg), models.build_unimodal(cfg, "video")):
+    variables = numpy_init(model, {**batch, "video": host}, train=False)
+    apply = jax.jit(lambda v, b, model=model: model.apply(v, b, train=False))
+    on_device, on_host = apply(variables, {**batch, "video": pixels}), apply(variables, {**batch, "video": host})
+    # XLA fuses the normalisation into the first convolution: float32 rounding apart, the same numbers.
+    np.testing.assert_allclose(on_device.prediction, on_host.prediction, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(on_device.embedding, on_host.embedding, rtol=1e-4, atol=1e-5)
+
+
 def test_jit_train_forward_fp32_teacher_bf16_student(numpy_init):
   """Train mode under jit: batch statistics move, outputs finite; the student computes in bf16."""
   for dtype, build in (("float32", models.build_teacher), ("bfloat16", models.build_student)):

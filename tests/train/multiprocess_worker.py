@@ -44,6 +44,7 @@ def main(port: str, num_processes: str, process_id: str, data_dir: str, workdir:
 
 
 if __name__ == "__main__":
-  os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"  # before jax is imported
+  # Before jax is imported: 2 devices, plus the test session's other flags (passed without its device count).
+  os.environ["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=2 " + os.environ.get("XLA_FLAGS", "")).strip()
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   main(*sys.argv[1:])

@@ -30,9 +30,12 @@ def _free_port() -> int:
 
 def _launch(data_dir, workdir, logs):
   port = _free_port()
-  # The worker sets its own device count; no persistent compilation cache (a restart that loaded the first
-  # run's programs from the test session's cache once stalled after connecting; not reproduced outside it).
-  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR")}
+  # The worker sets its own device count and keeps the session's other XLA flags (the single-process reference
+  # compiles with them); no persistent compilation cache (a restart that loaded the first run's programs from
+  # the test session's cache once stalled after connecting; not reproduced outside it).
+  env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+  env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
+                              if not f.startswith("--xla_force_host_platform_device_count"))
   return [subprocess.Popen([sys.executable, WORKER, str(port), "2", str(i), str(data_dir), str(workdir)],
                            stdout=logs[i], stderr=subprocess.STDOUT, env=env) for i in range(2)]
 
