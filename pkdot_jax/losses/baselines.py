@@ -195,7 +195,10 @@ def hinton_kd(student: jax.Array, teacher: jax.Array, *, temperature: float = 4.
     temperature: softening temperature T > 0.
 
   Returns:
-    Scalar loss.
+    Scalar loss (not scale-invariant: logits are compared as given).
+
+  Raises:
+    ValueError: fewer than 2 classes.
 
   References:
     Hinton, Vinyals, Dean. "Distilling the Knowledge in a Neural Network." NIPS workshop 2015,
@@ -228,7 +231,10 @@ def dkd(student: jax.Array, teacher: jax.Array, labels: jax.Array, *, alpha: flo
     temperature: T.
 
   Returns:
-    Scalar loss.
+    Scalar loss; NaN under ``jax.jit`` if a label is outside [0, C).
+
+  Raises:
+    ValueError: fewer than 2 classes, or concrete labels outside [0, C) (naming the range found).
 
   References:
     Zhao, Cui, Song, Qiu, Liang. "Decoupled Knowledge Distillation." CVPR 2022.
@@ -278,7 +284,10 @@ def generalized_distillation(student: jax.Array, teacher: jax.Array, labels: jax
     temperature: T > 0 for the teacher's soft labels.
 
   Returns:
-    Scalar loss.
+    Scalar loss; NaN under ``jax.jit`` if a label is outside [0, C).
+
+  Raises:
+    ValueError: fewer than 2 classes, or concrete labels outside [0, C) (naming the range found).
 
   References:
     Lopez-Paz, Bottou, Schölkopf, Vapnik. "Unifying distillation and privileged information." ICLR 2016.
@@ -312,14 +321,15 @@ def fitnets(student: jax.Array, teacher: jax.Array) -> jax.Array:
     teacher: (B, ...) teacher hint features, same shape.
 
   Returns:
-    Scalar loss.
+    Scalar loss, s^2 times its value at scale 1 for inputs scaled by s; inf only when that exceeds the
+    float range (the squares are taken of the differences over their max-abs).
 
   References:
     Romero, Ballas, Kahou, Chassang, Gatta, Bengio. "FitNets: Hints for Thin Deep Nets." ICLR 2015.
   """
   _check_pair(student, teacher, rank=None, min_rank=1, same_shape=True)
   teacher = jax.lax.stop_gradient(teacher)
-  return 0.5 * _reduced_squares(_flatten(student - teacher), lambda sq: jnp.mean(jnp.sum(sq, axis=-1)))
+  return _reduced_squares(_flatten(student - teacher), lambda sq: 0.5 * jnp.mean(jnp.sum(sq, axis=-1)))
 
 
 @_half_in_float32
@@ -331,7 +341,8 @@ def feature_mse(student: jax.Array, teacher: jax.Array) -> jax.Array:
     teacher: (B, ...) teacher features, same shape.
 
   Returns:
-    Scalar loss.
+    Scalar loss, s^2 times its value at scale 1 for inputs scaled by s; inf only when that exceeds the
+    float range (the squares are taken of the differences over their max-abs).
 
   References:
     Romero et al. "FitNets: Hints for Thin Deep Nets." ICLR 2015 (see :func:`fitnets` for the paper's scale).
@@ -355,7 +366,8 @@ def mars(student: jax.Array, teacher: jax.Array) -> jax.Array:
     teacher: (B, ...) teacher features, same shape.
 
   Returns:
-    Scalar loss.
+    Scalar loss, s^2 times its value at scale 1 for inputs scaled by s; inf only when that exceeds the
+    float range (the squares are taken of the differences over their max-abs).
 
   References:
     Crasto, Weinzaepfel, Alahari, Schmid. "MARS: Motion-Augmented RGB Stream for Action Recognition."
@@ -375,7 +387,7 @@ def privileged_cosine(student: jax.Array, teacher: jax.Array) -> jax.Array:
     teacher: (B, ...) teacher features, same shape.
 
   Returns:
-    Scalar in [0, 2].
+    Scalar in [0, 2], the same at any input scale.
 
   References:
     Aslam, Zeeshan, Pedersoli, Koerich, Ben Ayed, Granger. "Privileged Knowledge Distillation for Dimensional
@@ -403,7 +415,12 @@ def pkt(student: jax.Array, teacher: jax.Array, *, reduction: Literal["sum", "me
     reduction: ``"sum"`` (paper) or ``"mean"`` over the B rows.
 
   Returns:
-    Scalar loss.
+    Scalar loss, the same at any input scale (cosines). Exactly antipodal rows give a kernel of 0, whose log is
+    floored at 1e-30 (finite where the divergence is infinite; a measure-zero event for D >= 2).
+
+  Raises:
+    ValueError: B < 3 (at most one neighbour per row: identically 0) or D = 1 for either input (1-D cosines are
+      +-1, so the kernel is 0 or 1 and the divergence infinite or 0).
 
   References:
     Passalis, Tefas. "Learning Deep Representations with Probabilistic Knowledge Transfer." ECCV 2018.
@@ -456,7 +473,11 @@ def rkd(student: jax.Array, teacher: jax.Array, *, distance_weight: float = 25.0
     angle_weight: weight of the angle term (paper: 50).
 
   Returns:
-    Scalar loss. The angle term builds a (B, B, B) tensor: meant for B up to a few hundred.
+    Scalar loss, the same at any input scale (distances over their mean, angles). The angle term builds a
+    (B, B, B) tensor: meant for B up to a few hundred.
+
+  Raises:
+    ValueError: B < 3 (B = 1 has no pair, B = 2 gives identically 0).
 
   References:
     Park, Kim, Lu, Cho. "Relational Knowledge Distillation." CVPR 2019.
@@ -501,7 +522,10 @@ def sp(student: jax.Array, teacher: jax.Array) -> jax.Array:
     teacher: (B, ...) teacher activations.
 
   Returns:
-    Scalar loss.
+    Scalar loss, the same at any input scale (row-normalised Gram matrices).
+
+  Raises:
+    ValueError: B = 1 (a 1 x 1 Gram matrix normalises to 1: identically 0).
 
   References:
     Tung, Mori. "Similarity-Preserving Knowledge Distillation." ICCV 2019.
@@ -540,7 +564,10 @@ def cc(student: jax.Array, teacher: jax.Array, *,
     order: Taylor order P.
 
   Returns:
-    Scalar loss.
+    Scalar loss, the same at any input scale (normalised embeddings).
+
+  Raises:
+    ValueError: B = 1 (identically 0).
 
   References:
     Peng, Jin, Liu, Li, Wu, Liu, Zhou, Zhang. "Correlation Congruence for Knowledge Distillation." ICCV 2019.
@@ -589,7 +616,7 @@ def nst(student: jax.Array, teacher: jax.Array, *, degree: int = 2, offset: floa
     offset: polynomial offset c.
 
   Returns:
-    Scalar loss.
+    Scalar loss, the same at any input scale (channel patterns are normalised).
 
   References:
     Huang, Wang. "Like What You Like: Knowledge Distill via Neuron Selectivity Transfer." arXiv:1707.01219,
@@ -635,7 +662,12 @@ def mmd(student: jax.Array, teacher: jax.Array, *, bandwidths: Sequence[float] |
     kernel_num: number of default bandwidths.
 
   Returns:
-    Scalar MMD^2 (>= 0 up to rounding).
+    Scalar MMD^2 (>= 0 up to rounding). With the default bandwidths the same at any common scale of student and
+    teacher (computed at max-abs 1); explicit ``bandwidths`` fix the length scale, so the value then depends on it.
+
+  Raises:
+    ValueError: B = 1 with the default bandwidths (the mean distance of the only pair: the same value for every
+      input).
 
   References:
     Gretton, Borgwardt, Rasch, Schölkopf, Smola. "A Kernel Two-Sample Test." JMLR 2012.

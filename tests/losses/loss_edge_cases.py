@@ -67,7 +67,9 @@ def shapes(name: str, batch: int, dim: int) -> tuple[tuple[int, ...], tuple[int,
 
 def _inputs(name, rng, batch=4, dim=3, integer=False):
   s_shape, t_shape = shapes(name, batch, CLASSES if losses.spec(name).inputs == "logits" and dim == 3 else dim)
-  draw = (lambda shape: rng.integers(-4, 5, shape).astype(np.float64)) if integer else (lambda shape: rng.normal(size=shape))
+  def draw(shape):
+    return rng.integers(-4, 5, shape).astype(np.float64) if integer else rng.normal(size=shape)
+
   student, teacher = draw(s_shape), draw(t_shape)
   n_classes = s_shape[-1]
   labels = rng.integers(0, n_classes, batch).astype(np.int32) if losses.spec(name).needs_labels else None
@@ -217,7 +219,7 @@ def _compare(case, cast_s, cast_t, value, grad):
     return "wrong", f"{value!r}: identically 0 at this shape (nothing to distil), expected a clear error"
   if case.grad:
     # f(s x) = f(x) => s grad f(s x) = grad f(x).
-    scaled = grad * case.scale
-    if not np.all(np.isfinite(scaled)) or np.max(np.abs(scaled - ref_grad)) > 1e-3 * np.max(np.abs(ref_grad)) + 1e-6:
-      return "wrong", f"gradient x scale off by {np.max(np.abs(scaled - ref_grad)):.3g} (max {np.max(np.abs(ref_grad)):.3g})"
+    error, peak = np.max(np.abs(grad * case.scale - ref_grad)), np.max(np.abs(ref_grad))
+    if not np.isfinite(error) or error > 1e-3 * peak + 1e-6:
+      return "wrong", f"gradient x scale off by {error:.3g} (largest reference entry {peak:.3g})"
   return "ok", f"{value!r} ~ {ref!r}"
