@@ -4,6 +4,17 @@ Every function stops the gradient into the teacher, reduces to a scalar, compute
 float32 (and then returns a float32 scalar), and follows the normalisation of its paper; where the widely used
 implementations (RepDistiller, torchdistill, the authors' code) normalise
 differently, the docstring says so.
+
+Input contract, common to all (tests/losses/test_loss_edge_cases.py checks it over scales, dtypes, minimum shapes
+and labels against float64): integer and bool inputs are computed in float32 (never in integer arithmetic);
+NaN or inf in student or teacher gives a NaN loss, never a finite one. The scale-invariant losses (``pkt``,
+``rkd``, ``sp``, ``cc``, ``nst``, ``privileged_cosine``, ``mmd`` with its default bandwidths) divide by a
+max-abs first, so their value is the same at any input scale the dtype holds as normal numbers (tested from
+1e-9 to 1e20 in float32); their norm guards act on exactly-zero vectors only. The quadratic feature losses (``fitnets``,
+``feature_mse``, ``mars``) return inf only when the value itself exceeds the float range. The logit losses
+check concrete labels against the number of classes (ValueError); under ``jax.jit`` an out-of-range label gives
+a NaN loss. Shapes without relations to compare (B or D too small: the loss would be identically zero or
+undefined) raise a ValueError naming the loss.
 """
 
 from __future__ import annotations
@@ -13,6 +24,7 @@ from typing import Callable, Literal, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "hinton_kd",
@@ -37,24 +49,33 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 # ---------------------------------------------------------------------------------------------------- checks
 
 
+def _as_float(x):
+  """bfloat16/float16/integer/bool arrays as float32; float32 and float64 (and non-arrays) unchanged."""
+  if isinstance(x, jax.Array) or hasattr(x, "dtype"):
+    dtype = jnp.dtype(x.dtype)
+    if dtype in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)) or not jnp.issubdtype(dtype, jnp.floating):
+      return jnp.asarray(x, jnp.float32)
+  return x
+
+
 def _half_in_float32(fn: Callable) -> Callable:
-  """bfloat16/float16 array arguments are upcast to float32, so the loss is computed and returned in float32.
+  """Student and teacher in bfloat16/float16 or an integer dtype are cast to float32, so the loss is computed and
+  returned in float32; NaN or inf in either gives a NaN loss.
 
   Mixed-precision models may hand half-precision activations to a loss directly; the norm guards (1e-8 squared),
   softmax temperatures and B^2/B^3 means here underflow or lose the loss's digits in 8 or 11 mantissa bits (RKD
-  in float16 gave NaN). Gradients come back in the inputs' dtype. Integer labels and float32/float64 arrays are
-  unchanged.
+  in float16 gave NaN). Integer inputs would otherwise be squared and summed in integer arithmetic (overflow) or
+  have the result cast back to int. Gradients come back in the inputs' dtype. Labels (the third argument) and
+  float32/float64 arrays are unchanged. The NaN guard matters where a loss masks terms (``where(p > 0, ...)``):
+  inf logits would otherwise give a finite 0.
   """
 
-  def upcast(x):
-    if isinstance(x, jax.Array) or hasattr(x, "dtype"):
-      if jnp.dtype(x.dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
-        return jnp.asarray(x, jnp.float32)
-    return x
-
   @functools.wraps(fn)
-  def wrapped(*args, **kwargs):
-    return fn(*(upcast(a) for a in args), **kwargs)
+  def wrapped(student, teacher, *args, **kwargs):
+    student, teacher = _as_float(student), _as_float(teacher)
+    value = fn(student, teacher, *args, **kwargs)
+    finite = jnp.logical_and(jnp.all(jnp.isfinite(student)), jnp.all(jnp.isfinite(teacher)))
+    return jnp.where(finite, value, jnp.nan)
 
   return wrapped
 
@@ -78,28 +99,73 @@ def _check_pair(student: jax.Array, teacher: jax.Array, *, rank: int | None = 2,
     )
 
 
-def _check_labels(labels: jax.Array, logits: jax.Array) -> None:
+def _check_labels(labels: jax.Array, logits: jax.Array, loss: str) -> jax.Array:
+  """Shape, dtype and (for concrete labels) range checks; returns whether every label is in [0, C), a traced
+  bool under ``jax.jit``, which the caller turns into a NaN loss (one_hot and take_along_axis would silently
+  give a zero row or clamp to a valid class)."""
   if jnp.shape(labels) != (logits.shape[0],):
     raise ValueError(
-        f"labels must be a ({logits.shape[0]},) integer array matching logits {logits.shape}, got shape "
+        f"{loss}: labels must be a ({logits.shape[0]},) integer array matching logits {logits.shape}, got shape "
         f"{jnp.shape(labels)}."
     )
   if not jnp.issubdtype(jnp.asarray(labels).dtype, jnp.integer):
-    raise ValueError(f"labels must be integer class ids, got dtype {jnp.asarray(labels).dtype}.")
+    raise ValueError(f"{loss}: labels must be integer class ids, got dtype {jnp.asarray(labels).dtype}.")
+  num_classes = logits.shape[-1]
+  if not isinstance(labels, jax.core.Tracer):
+    concrete = np.asarray(labels)
+    if concrete.size and (concrete.min() < 0 or concrete.max() >= num_classes):
+      raise ValueError(
+          f"{loss}: labels must be class ids in [0, {num_classes}) for logits {logits.shape} ({num_classes} "
+          f"classes), got labels in [{concrete.min()}, {concrete.max()}]."
+      )
+  return jnp.all(jnp.logical_and(labels >= 0, labels < num_classes))
+
+
+def _check_at_least(loss: str, what: str, size: int, minimum: int, x: jax.Array, why: str) -> None:
+  if size < minimum:
+    raise ValueError(f"{loss} needs {what} >= {minimum}, got {what}={size} (shape {jnp.shape(x)}): {why}.")
+
+
+def _check_classes(loss: str, logits: jax.Array) -> None:
+  _check_at_least(loss, "C", logits.shape[-1], 2, logits, "a single class has no distribution to distil "
+                  "(the loss would be identically 0)")
 
 
 def _flatten(x: jax.Array) -> jax.Array:
   return jnp.reshape(x, (x.shape[0], -1))
 
 
+def _by_peak(x: jax.Array, axis: int | None = None) -> jax.Array:
+  """``x`` divided by its max-abs along ``axis`` (all axes for None; an all-zero slice is left as is).
+
+  For functions invariant to that rescaling (unit vectors, distances over their mean) this is the same function
+  without overflow (|x|^2 of 1e20 is inf in float32) or underflow into the norm guards (a 1e-9 vector would
+  be normalised by the guard 1e-8, not its norm). The peak is under stop_gradient: the function does not
+  depend on it, so the gradient is exact."""
+  peak = jax.lax.stop_gradient(jnp.max(jnp.abs(x), axis=axis, keepdims=True))
+  return x / jnp.where(peak > 0, peak, 1.0)
+
+
 def _unit_rows(x: jax.Array) -> jax.Array:
+  # After _by_peak a non-zero row has |x| >= 1: the guard only acts on exactly-zero rows (which stay 0).
+  x = _by_peak(x, axis=-1)
   sq = jnp.sum(x * x, axis=-1, keepdims=True)
   return x / jnp.sqrt(jnp.maximum(sq, _EPS * _EPS))
 
 
 def _safe_norm(x: jax.Array, axis: int = -1) -> jax.Array:
-  # sqrt(max(., eps^2)): finite gradient at exactly-zero vectors (the diagonal of a distance matrix).
+  # sqrt(max(., eps^2)): finite gradient at exactly-zero vectors (the diagonal of a distance matrix). The guard
+  # is absolute: callers pass inputs scaled by _by_peak.
   return jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=axis), _EPS * _EPS))
+
+
+def _reduced_squares(diff: jax.Array, reduce: Callable[[jax.Array], jax.Array]) -> jax.Array:
+  """``reduce(diff ** 2)`` that overflows only if the result does: the squares of ``diff`` over its max-abs are
+  reduced, then scaled back as ``peak * (peak * r)`` (inf only when the value exceeds the float range; squaring
+  first overflows float32 from |diff| ~ 2e19)."""
+  peak = jax.lax.stop_gradient(jnp.max(jnp.abs(diff)))
+  peak = jnp.where(peak > 0, peak, 1.0)
+  return peak * (peak * reduce((diff / peak) ** 2))
 
 
 def _sq_distances(x: jax.Array, y: jax.Array) -> jax.Array:
@@ -130,13 +196,17 @@ def hinton_kd(student: jax.Array, teacher: jax.Array, *, temperature: float = 4.
     temperature: softening temperature T > 0.
 
   Returns:
-    Scalar loss.
+    Scalar loss (not scale-invariant: logits are compared as given).
+
+  Raises:
+    ValueError: fewer than 2 classes.
 
   References:
     Hinton, Vinyals, Dean. "Distilling the Knowledge in a Neural Network." NIPS workshop 2015,
     arXiv:1503.02531.
   """
   _check_pair(student, teacher, same_shape=True)
+  _check_classes("hinton_kd", student)
   teacher = jax.lax.stop_gradient(teacher)
   t_log = jax.nn.log_softmax(teacher / temperature, axis=-1)
   s_log = jax.nn.log_softmax(student / temperature, axis=-1)
@@ -162,13 +232,17 @@ def dkd(student: jax.Array, teacher: jax.Array, labels: jax.Array, *, alpha: flo
     temperature: T.
 
   Returns:
-    Scalar loss.
+    Scalar loss; NaN under ``jax.jit`` if a label is outside [0, C).
+
+  Raises:
+    ValueError: fewer than 2 classes, or concrete labels outside [0, C) (naming the range found).
 
   References:
     Zhao, Cui, Song, Qiu, Liang. "Decoupled Knowledge Distillation." CVPR 2022.
   """
   _check_pair(student, teacher, same_shape=True)
-  _check_labels(labels, student)
+  _check_classes("dkd", student)
+  labels_valid = _check_labels(labels, student, "dkd")
   teacher = jax.lax.stop_gradient(teacher)
   num_classes = student.shape[-1]
   target = jax.nn.one_hot(labels, num_classes, dtype=bool)
@@ -189,7 +263,7 @@ def dkd(student: jax.Array, teacher: jax.Array, labels: jax.Array, *, alpha: flo
   t_nt = jnp.where(target, 0.0, non_target_log(teacher))
   s_nt = jnp.where(target, 0.0, non_target_log(student))
   nckd = jnp.sum(jnp.where(target, 0.0, jnp.exp(t_nt) * (t_nt - s_nt)), axis=-1)
-  return temperature**2 * jnp.mean(alpha * tckd + beta * nckd)
+  return jnp.where(labels_valid, temperature**2 * jnp.mean(alpha * tckd + beta * nckd), jnp.nan)
 
 
 @_half_in_float32
@@ -211,13 +285,17 @@ def generalized_distillation(student: jax.Array, teacher: jax.Array, labels: jax
     temperature: T > 0 for the teacher's soft labels.
 
   Returns:
-    Scalar loss.
+    Scalar loss; NaN under ``jax.jit`` if a label is outside [0, C).
+
+  Raises:
+    ValueError: fewer than 2 classes, or concrete labels outside [0, C) (naming the range found).
 
   References:
     Lopez-Paz, Bottou, Schölkopf, Vapnik. "Unifying distillation and privileged information." ICLR 2016.
   """
   _check_pair(student, teacher, same_shape=True)
-  _check_labels(labels, student)
+  _check_classes("generalized_distillation", student)
+  labels_valid = _check_labels(labels, student, "generalized_distillation")
   if not 0.0 <= imitation <= 1.0:
     raise ValueError(f"imitation must be in [0, 1], got {imitation!r}.")
   teacher = jax.lax.stop_gradient(teacher)
@@ -225,7 +303,7 @@ def generalized_distillation(student: jax.Array, teacher: jax.Array, labels: jax
   soft = jax.nn.softmax(teacher / temperature, axis=-1)
   hard_ce = -jnp.take_along_axis(s_log, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
   soft_ce = -jnp.sum(soft * s_log, axis=-1)
-  return jnp.mean((1.0 - imitation) * hard_ce + imitation * soft_ce)
+  return jnp.where(labels_valid, jnp.mean((1.0 - imitation) * hard_ce + imitation * soft_ce), jnp.nan)
 
 
 # ---------------------------------------------------------------------------------------------------- features
@@ -244,14 +322,15 @@ def fitnets(student: jax.Array, teacher: jax.Array) -> jax.Array:
     teacher: (B, ...) teacher hint features, same shape.
 
   Returns:
-    Scalar loss.
+    Scalar loss, s^2 times its value at scale 1 for inputs scaled by s; inf only when that exceeds the
+    float range (the squares are taken of the differences over their max-abs).
 
   References:
     Romero, Ballas, Kahou, Chassang, Gatta, Bengio. "FitNets: Hints for Thin Deep Nets." ICLR 2015.
   """
   _check_pair(student, teacher, rank=None, min_rank=1, same_shape=True)
   teacher = jax.lax.stop_gradient(teacher)
-  return 0.5 * jnp.mean(jnp.sum(_flatten(student - teacher) ** 2, axis=-1))
+  return _reduced_squares(_flatten(student - teacher), lambda sq: 0.5 * jnp.mean(jnp.sum(sq, axis=-1)))
 
 
 @_half_in_float32
@@ -263,14 +342,15 @@ def feature_mse(student: jax.Array, teacher: jax.Array) -> jax.Array:
     teacher: (B, ...) teacher features, same shape.
 
   Returns:
-    Scalar loss.
+    Scalar loss, s^2 times its value at scale 1 for inputs scaled by s; inf only when that exceeds the
+    float range (the squares are taken of the differences over their max-abs).
 
   References:
     Romero et al. "FitNets: Hints for Thin Deep Nets." ICLR 2015 (see :func:`fitnets` for the paper's scale).
   """
   _check_pair(student, teacher, rank=None, min_rank=1, same_shape=True)
   teacher = jax.lax.stop_gradient(teacher)
-  return jnp.mean((student - teacher) ** 2)
+  return _reduced_squares(student - teacher, jnp.mean)
 
 
 @_half_in_float32
@@ -287,7 +367,8 @@ def mars(student: jax.Array, teacher: jax.Array) -> jax.Array:
     teacher: (B, ...) teacher features, same shape.
 
   Returns:
-    Scalar loss.
+    Scalar loss, s^2 times its value at scale 1 for inputs scaled by s; inf only when that exceeds the
+    float range (the squares are taken of the differences over their max-abs).
 
   References:
     Crasto, Weinzaepfel, Alahari, Schmid. "MARS: Motion-Augmented RGB Stream for Action Recognition."
@@ -295,7 +376,7 @@ def mars(student: jax.Array, teacher: jax.Array) -> jax.Array:
   """
   _check_pair(student, teacher, rank=None, min_rank=1, same_shape=True)
   teacher = jax.lax.stop_gradient(teacher)
-  return jnp.mean(jnp.sum(_flatten(student - teacher) ** 2, axis=-1))
+  return _reduced_squares(_flatten(student - teacher), lambda sq: jnp.mean(jnp.sum(sq, axis=-1)))
 
 
 @_half_in_float32
@@ -307,7 +388,7 @@ def privileged_cosine(student: jax.Array, teacher: jax.Array) -> jax.Array:
     teacher: (B, ...) teacher features, same shape.
 
   Returns:
-    Scalar in [0, 2].
+    Scalar in [0, 2], the same at any input scale.
 
   References:
     Aslam, Zeeshan, Pedersoli, Koerich, Ben Ayed, Granger. "Privileged Knowledge Distillation for Dimensional
@@ -315,8 +396,8 @@ def privileged_cosine(student: jax.Array, teacher: jax.Array) -> jax.Array:
   """
   _check_pair(student, teacher, rank=None, min_rank=1, same_shape=True)
   teacher = jax.lax.stop_gradient(teacher)
-  s = jnp.ravel(student)
-  t = jnp.ravel(teacher)
+  s = _by_peak(jnp.ravel(student))
+  t = _by_peak(jnp.ravel(teacher))
   return 1.0 - jnp.vdot(s, t, precision=_HIGHEST) / (_safe_norm(s, axis=0) * _safe_norm(t, axis=0))
 
 
@@ -335,7 +416,12 @@ def pkt(student: jax.Array, teacher: jax.Array, *, reduction: Literal["sum", "me
     reduction: ``"sum"`` (paper) or ``"mean"`` over the B rows.
 
   Returns:
-    Scalar loss.
+    Scalar loss, the same at any input scale (cosines). Exactly antipodal rows give a kernel of 0, whose log is
+    floored at 1e-30 (finite where the divergence is infinite; a measure-zero event for D >= 2).
+
+  Raises:
+    ValueError: B < 3 (at most one neighbour per row: identically 0) or D = 1 for either input (1-D cosines are
+      +-1, so the kernel is 0 or 1 and the divergence infinite or 0).
 
   References:
     Passalis, Tefas. "Learning Deep Representations with Probabilistic Knowledge Transfer." ECCV 2018.
@@ -343,6 +429,11 @@ def pkt(student: jax.Array, teacher: jax.Array, *, reduction: Literal["sum", "me
   _check_pair(student, teacher)
   if reduction not in ("sum", "mean"):
     raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}.")
+  _check_at_least("pkt", "B", student.shape[0], 3, student, "with fewer than 3 samples each conditional "
+                  "distribution has at most one outcome and the loss is identically 0")
+  for name, x in (("student", student), ("teacher", teacher)):
+    _check_at_least("pkt", f"{name} D", x.shape[1], 2, x, "1-D cosines are +-1, the cosine kernel is 0 or 1 "
+                    "and the divergence is infinite or 0")
   teacher = jax.lax.stop_gradient(teacher)
   off_diagonal = ~jnp.eye(student.shape[0], dtype=bool)
 
@@ -383,24 +474,33 @@ def rkd(student: jax.Array, teacher: jax.Array, *, distance_weight: float = 25.0
     angle_weight: weight of the angle term (paper: 50).
 
   Returns:
-    Scalar loss. The angle term builds a (B, B, B) tensor: meant for B up to a few hundred.
+    Scalar loss, the same at any input scale (distances over their mean, angles). The angle term builds a
+    (B, B, B) tensor: meant for B up to a few hundred.
+
+  Raises:
+    ValueError: B < 3 (B = 1 has no pair, B = 2 gives identically 0).
 
   References:
     Park, Kim, Lu, Cho. "Relational Knowledge Distillation." CVPR 2019.
   """
   _check_pair(student, teacher)
+  _check_at_least("rkd", "B", student.shape[0], 3, student, "B=1 has no pair (the mean distance is 0/0) and with "
+                  "B=2 both potentials are constant, so the loss is identically 0")
   teacher = jax.lax.stop_gradient(teacher)
   batch = student.shape[0]
   off_diagonal = ~jnp.eye(batch, dtype=bool)
+  # Distances over their mean and unit difference vectors are invariant to the embeddings' scale: both are
+  # computed from the differences over their max-abs (differences first, so that x_i - x_i is exactly 0; scaling
+  # x first let a fused multiply-add leave ~1e-8 on the diagonal under jit, a spurious direction).
 
   def distance_potential(x: jax.Array) -> jax.Array:
-    dist = jnp.where(off_diagonal, _safe_norm(x[:, None, :] - x[None, :, :]), 0.0)
+    diff = _by_peak(x[:, None, :] - x[None, :, :])
+    dist = jnp.where(off_diagonal, _safe_norm(diff), 0.0)
     mean_dist = jnp.sum(dist) / (batch * (batch - 1))
     return dist / jnp.maximum(mean_dist, _EPS)
 
   def angle_potential(x: jax.Array) -> jax.Array:
-    diff = x[:, None, :] - x[None, :, :]  # diff[i, j] = x_i - x_j
-    unit = diff / _safe_norm(diff)[..., None]
+    unit = _unit_rows(x[:, None, :] - x[None, :, :])  # unit[i, j] = (x_i - x_j) / |x_i - x_j|, 0 for i = j
     return jnp.einsum("ijd,kjd->ijk", unit, unit, precision=_HIGHEST)
 
   loss: jax.Array | float = 0.0
@@ -423,16 +523,21 @@ def sp(student: jax.Array, teacher: jax.Array) -> jax.Array:
     teacher: (B, ...) teacher activations.
 
   Returns:
-    Scalar loss.
+    Scalar loss, the same at any input scale (row-normalised Gram matrices).
+
+  Raises:
+    ValueError: B = 1 (a 1 x 1 Gram matrix normalises to 1: identically 0).
 
   References:
     Tung, Mori. "Similarity-Preserving Knowledge Distillation." ICCV 2019.
   """
   _check_pair(student, teacher, rank=None, min_rank=2)
+  _check_at_least("sp", "B", student.shape[0], 2, student, "a 1 x 1 Gram matrix normalises to 1 and the loss is "
+                  "identically 0")
   teacher = jax.lax.stop_gradient(teacher)
 
   def gram(x: jax.Array) -> jax.Array:
-    q = _flatten(x)
+    q = _by_peak(_flatten(x))  # the normalised Gram matrix is scale-invariant; this keeps Q Q^T in range
     return _unit_rows(jnp.matmul(q, q.T, precision=_HIGHEST))
 
   return jnp.mean((gram(student) - gram(teacher)) ** 2)
@@ -460,7 +565,10 @@ def cc(student: jax.Array, teacher: jax.Array, *,
     order: Taylor order P.
 
   Returns:
-    Scalar loss.
+    Scalar loss, the same at any input scale (normalised embeddings).
+
+  Raises:
+    ValueError: B = 1 (identically 0).
 
   References:
     Peng, Jin, Liu, Li, Wu, Liu, Zhou, Zhang. "Correlation Congruence for Knowledge Distillation." ICCV 2019.
@@ -468,6 +576,8 @@ def cc(student: jax.Array, teacher: jax.Array, *,
   _check_pair(student, teacher)
   if kernel not in ("gaussian_taylor", "gaussian", "bilinear"):
     raise ValueError(f"kernel must be 'gaussian_taylor', 'gaussian' or 'bilinear', got {kernel!r}.")
+  _check_at_least("cc", "B", student.shape[0], 2, student, "one sample's correlation with itself is constant and "
+                  "the loss is identically 0")
   teacher = jax.lax.stop_gradient(teacher)
 
   def correlation(x: jax.Array) -> jax.Array:
@@ -507,7 +617,7 @@ def nst(student: jax.Array, teacher: jax.Array, *, degree: int = 2, offset: floa
     offset: polynomial offset c.
 
   Returns:
-    Scalar loss.
+    Scalar loss, the same at any input scale (channel patterns are normalised).
 
   References:
     Huang, Wang. "Like What You Like: Knowledge Distill via Neuron Selectivity Transfer." arXiv:1707.01219,
@@ -553,7 +663,12 @@ def mmd(student: jax.Array, teacher: jax.Array, *, bandwidths: Sequence[float] |
     kernel_num: number of default bandwidths.
 
   Returns:
-    Scalar MMD^2 (>= 0 up to rounding).
+    Scalar MMD^2 (>= 0 up to rounding). With the default bandwidths the same at any common scale of student and
+    teacher (computed at max-abs 1); explicit ``bandwidths`` fix the length scale, so the value then depends on it.
+
+  Raises:
+    ValueError: B = 1 with the default bandwidths (the mean distance of the only pair: the same value for every
+      input).
 
   References:
     Gretton, Borgwardt, Rasch, Schölkopf, Smola. "A Kernel Two-Sample Test." JMLR 2012.
@@ -561,6 +676,13 @@ def mmd(student: jax.Array, teacher: jax.Array, *, bandwidths: Sequence[float] |
   """
   _check_pair(student, teacher, same_shape=True)
   teacher = jax.lax.stop_gradient(teacher)
+  if bandwidths is None:
+    _check_at_least("mmd", "B", student.shape[0], 2, student, "with the default bandwidth (the mean distance) "
+                    "one student and one teacher sample give the same value for any input")
+    # Invariant to a common scale of both batches with the default bandwidths: compute at max-abs 1.
+    peak = jax.lax.stop_gradient(jnp.maximum(jnp.max(jnp.abs(student)), jnp.max(jnp.abs(teacher))))
+    peak = jnp.where(peak > 0, peak, 1.0)
+    student, teacher = student / peak, teacher / peak
   d_ss = _sq_distances(student, student)
   d_tt = _sq_distances(teacher, teacher)
   d_st = _sq_distances(student, teacher)

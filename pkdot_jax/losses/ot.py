@@ -20,6 +20,7 @@ from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from ott.geometry import pointcloud
 from ott.solvers import linear as ott_linear
 from ott.solvers.linear import acceleration
@@ -100,15 +101,20 @@ def _check_weights(name: str, w: jax.Array | None, cloud_name: str, cloud: jax.A
 
 
 def _solver_kwargs(threshold: float, max_iterations: int, implicit_diff: bool,
-                   solver_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-  """Keyword arguments of ott's Sinkhorn solver for the (x, y) solve (all three when unrolled)."""
+                   solver_options: Mapping[str, Any] | None = None, dtype: Any = jnp.float32) -> dict[str, Any]:
+  """Keyword arguments of ott's Sinkhorn solver for the (x, y) solve (all three when unrolled).
+
+  The momentum's plain weight is a scalar of the points' ``dtype``: ott's ``lax.cond`` between it and the
+  adaptive weight needs one type, and a Python 1.0 is float64 under ``jax_enable_x64`` while float32 points give
+  a float32 adaptive weight (float32 inputs failed with "cond branches must have equal output types")."""
   kwargs: dict[str, Any] = dict(
       lse_mode=True,  # kernel mode underflows: C / eps reaches ~1e3 for PKDOT clouds at eps = 0.01
       threshold=threshold,
       max_iterations=max_iterations,
       implicit_diff=implicit_lib.ImplicitDiff() if implicit_diff else None,
       momentum=acceleration.Momentum(start=_DEFAULT_MOMENTUM_START,  # type: ignore[call-arg]  # ott's dataclass
-                                     error_threshold=_DEFAULT_MOMENTUM_ERROR_THRESHOLD),
+                                     error_threshold=_DEFAULT_MOMENTUM_ERROR_THRESHOLD,
+                                     value=np.asarray(1.0, dtype)),
   )
   kwargs.update(solver_options or {})
   return kwargs
@@ -275,7 +281,7 @@ def sinkhorn_divergence(
   a = None if a is None else jnp.asarray(a, dtype)
   b = None if b is None else jnp.asarray(b, dtype)
 
-  kwargs = _solver_kwargs(threshold, max_iterations, implicit_diff, solver_options)
+  kwargs = _solver_kwargs(threshold, max_iterations, implicit_diff, solver_options, dtype)
   # C/2 with eps  ==  1/2 * (C with 2 eps): solve on ott's |x - y|^2 with doubled epsilon, halve the value.
   # Full float32 matrix products, as on CPUs: ott builds the cost as |x|^2 + |y|^2 - 2 x.y with default-precision
   # dots, which JAX runs in TF32 on recent NVIDIA GPUs (bf16 passes on TPUs). Emulated TF32 rounding on PKDOT

@@ -109,8 +109,14 @@ def pkdot(
   ``max_iterations``) returns its last finite iterate with ``aux.converged`` False; ``converged`` is never True for
   a non-finite error or value.
 
-  Precision: bfloat16 and float16 embeddings are upcast and everything is computed in float32; the loss is then
-  float32 (float32 and float64 inputs keep their dtype) and the gradient has the student's dtype.
+  Precision: bfloat16, float16 and integer embeddings are cast and everything is computed in float32; the loss is
+  then float32 (float32 and float64 inputs keep their dtype, with or without ``jax_enable_x64``) and the gradient
+  has the student's dtype.
+
+  Scale: the loss depends on the embeddings through their cosines only, and each row is divided by its max-abs
+  before its norm is taken, so the value is the same at any scale the dtype can hold (tested from 1e-9 to 1e20 in
+  float32 against float64, tests/losses/test_loss_edge_cases.py): no |z|^2 overflow to a zero similarity, no
+  tiny rows normalised by the norm guard instead of their norm. Only an exactly-zero row is special (see above).
 
   Identically zero configurations raise ``ValueError`` instead of returning a constant 0 that trains nothing:
   B = 1 (any ``anchors``), and B = 2 with ``anchors`` ``"least_similar"``/``"most_similar"`` (so k = 1) and
@@ -188,7 +194,7 @@ def pkdot(
   inputs_finite = jnp.logical_and(jnp.all(jnp.isfinite(student)), jnp.all(jnp.isfinite(teacher)))
   value = jnp.where(inputs_finite, value, jnp.nan)
   if return_aux:
-    return value, aux
+    return value, aux._replace(converged=jnp.logical_and(aux.converged, inputs_finite))
   return value
 
 

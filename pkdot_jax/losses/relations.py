@@ -39,26 +39,34 @@ def _check_matrix(name: str, x: jax.Array) -> None:
     raise ValueError(f"{name} must be a 2-D (batch, features) array, got shape {jnp.shape(x)}.")
 
 
+def _as_float(x: jax.Array) -> jax.Array:
+  return x if jnp.issubdtype(jnp.result_type(x), jnp.inexact) else jnp.asarray(x, jnp.float32)
+
+
 def cosine_similarity_matrix(
     x: jax.Array, y: jax.Array | None = None, *, eps: float = _NORM_EPS
 ) -> jax.Array:
   """Cosine similarities between the rows of ``x`` and the rows of ``y`` (default ``y = x``).
 
-  ``S[i, j] = <x_i, y_j> / (max(|x_i|, eps) * max(|y_j|, eps))``.
+  ``S[i, j] = <x_i, y_j> / (|x_i| |y_j|)``, the same at any scale of the rows the dtype can hold (each row is
+  divided by its max-abs before its norm is taken, so neither |x|^2 overflows nor a tiny row meets the guard).
 
-  A zero row gives a zero row/column of similarities (and a zero gradient) instead of NaN; its
-  self-similarity is therefore 0, not 1. NaN inputs propagate to NaN similarities.
+  A zero row gives a zero row/column of similarities instead of NaN; its self-similarity is therefore 0, not 1.
+  NaN inputs propagate to NaN similarities. Integer inputs are computed in float32.
 
   Args:
     x: (N, D) array.
     y: optional (M, D) array; defaults to ``x``.
-    eps: norm guard.
+    eps: norm guard, applied to the max-abs-scaled rows (whose norm is 0 or >= 1): it only sets the gradient at
+      an exactly-zero row.
 
   Returns:
     (N, M) array of cosine similarities in [-1, 1] (up to rounding), dtype of ``x``.
   """
   _check_matrix("x", x)
+  x = _as_float(x)
   if y is not None:
+    y = _as_float(y)
     _check_matrix("y", y)
     if x.shape[1] != y.shape[1]:
       raise ValueError(
@@ -66,6 +74,11 @@ def cosine_similarity_matrix(
       )
 
   def unit(v: jax.Array) -> jax.Array:
+    # Rows over their max-abs first (under stop_gradient: the unit vector does not depend on it, so the gradient
+    # is exact): |v|^2 neither overflows (1e20 in float32) nor falls below eps^2 (a 1e-9 row would be divided by
+    # eps, not by its norm); the guard then acts on exactly-zero rows only.
+    peak = jax.lax.stop_gradient(jnp.max(jnp.abs(v), axis=-1, keepdims=True))
+    v = v / jnp.where(peak > 0, peak, 1.0)
     sq_norm = jnp.sum(v * v, axis=-1, keepdims=True)
     return v / jnp.sqrt(jnp.maximum(sq_norm, eps * eps))
 
