@@ -39,7 +39,7 @@ from typing import Any, Callable
 import ml_collections
 
 from pkdot_jax import configs as configs_lib
-from pkdot_jax.train import checkpoint, loop, parallel, stages
+from pkdot_jax.train import checkpoint, loop, parallel, records, stages
 from pkdot_jax.train.programs import Context
 from pkdot_jax.study import methods as methods_lib
 
@@ -79,12 +79,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
   return config
 
 
-def run_name(overrides: dict[str, Any]) -> str:
-  parts = []
-  for key, value in overrides.items():
-    text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-    parts.append(f"{key}={text}")
-  return "__".join(parts).replace("/", "_") or "base"
+run_name = records.run_name  # the inverse, for the reports: records.parse_run_name
 
 
 def expand(sweep: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -137,10 +132,8 @@ def run_one(config: ml_collections.ConfigDict, run_dir: str, teachers_root: str,
   with config.unlocked():
     config.teacher_workdir = os.path.join(teachers_root, key)
   last_stage = tuple(config.pipeline)[-1]
-  done = os.path.join(config.teacher_workdir if last_stage in loop.TEACHER_STAGES else run_dir, last_stage,
-                      "result.json")
-  if os.path.exists(done):  # finished: not started again
-    return {}
+  if loop.stage_done(config.teacher_workdir if last_stage in loop.TEACHER_STAGES else run_dir, last_stage):
+    return {}  # finished: not started again
   return loop.run_pipeline(config, run_dir, context=context)
 
 
@@ -156,10 +149,9 @@ def run_sweep(sweep: dict[str, Any], root: str, shard: str = "0/1",
   if _should_share(sweep.get("share_programs", "auto"), list(configs.values())):
     context.programs.share_losses(configs.values())  # the whole grid: every shard compiles the same program
   runs = shard_runs(all_runs, shard)
-  os.makedirs(root, exist_ok=True)
-  with open(os.path.join(root, "sweep.json"), "w") as f:
-    json.dump({"config": sweep["config"], "base": sweep.get("base", {}), "grid": sweep.get("grid", {}),
-               "contrasts": sweep.get("contrasts", {}), "command": " ".join(sys.argv)}, f, indent=2, default=str)
+  records.write_json(records.sweep_path(root), {
+      "config": sweep["config"], "base": sweep.get("base", {}), "grid": sweep.get("grid", {}),
+      "contrasts": sweep.get("contrasts", {}), "command": " ".join(sys.argv)}, indent=2, default=str)
   done = []
   from tqdm import tqdm
 
@@ -171,17 +163,15 @@ def run_sweep(sweep: dict[str, Any], root: str, shard: str = "0/1",
     config = configs[name]
     t0 = time.time()
     progress.set_postfix_str(name[:60])
-    run_dir = os.path.join(root, "runs", name)
+    run_dir = records.run_dir(root, name)
     try:
-      ran = run_one(config, run_dir, os.path.join(root, "teachers"), context)
+      ran = run_one(config, run_dir, records.teachers_root(root), context)
     except loop.NonFiniteLossError as e:  # one diverged run does not stop the sweep; the reports name it
-      os.makedirs(run_dir, exist_ok=True)
-      with open(os.path.join(run_dir, "failed.json"), "w") as f:
-        json.dump({"error": str(e)}, f, indent=2)
+      records.write_json(records.failed_path(run_dir), {"error": str(e)}, indent=2)
       progress.write(f"[sweep] {name}: FAILED ({e})")
       continue
-    if os.path.exists(os.path.join(run_dir, "failed.json")):
-      os.remove(os.path.join(run_dir, "failed.json"))  # finished now (e.g. resumed after a fix)
+    if os.path.exists(records.failed_path(run_dir)):
+      os.remove(records.failed_path(run_dir))  # finished now (e.g. resumed after a fix)
     done.append(name)
     progress.write(f"[sweep] {name}: {'done' if ran else 'already finished'} ({time.time() - t0:.1f} s)")
     if after_run is not None:

@@ -175,15 +175,10 @@ class Checkpointer:
     """Moves damaged checkpoints (and their manifests) to `<stage>/damaged/`: kept for inspection, out of the
     way of the steps the resumed run saves again."""
     if jax.process_index() == 0:
-      target = os.path.join(self.stage_dir, "damaged")
-      os.makedirs(target, exist_ok=True)
       for step in steps:
-        n = 1
-        while os.path.exists(os.path.join(target, f"checkpoint-{step}.{n}")):
-          n += 1
-        os.replace(self.step_dir(step), os.path.join(target, f"checkpoint-{step}.{n}"))
+        moved = records.set_aside(self.step_dir(step), self.stage_dir)
         if os.path.exists(self.manifest_path(step)):
-          os.replace(self.manifest_path(step), os.path.join(target, f"checkpoint-{step}.{n}.json"))
+          os.replace(self.manifest_path(step), moved + ".checksums.json")
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices(f"{self.stage_dir} damaged checkpoints set aside")

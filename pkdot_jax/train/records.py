@@ -8,6 +8,7 @@ Every file a run writes or a report reads is named here, so the layout is declar
   <workdir>/<stage>/best/                     the selected variables (the next stage's input)
   <workdir>/<stage>/checksums/                a checksum manifest per saved checkpoint directory (checksums.py)
   <workdir>/<stage>/result.json               written last: the stage is done
+  <workdir>/<stage>/damaged/                  checkpoints that failed verification, set aside
   <sweep root>/sweep.json, runs/<run name>/, teachers/<key>/, runs/<run name>/failed.json
 
 JSON records are written atomically (a temporary file in the same directory, fsync, rename), so a crash leaves
@@ -37,6 +38,7 @@ SWEEP = "sweep.json"
 RUNS = "runs"
 TEACHERS = "teachers"
 FAILED = "failed.json"
+DAMAGED = "damaged"
 
 _MISSING = object()
 
@@ -104,6 +106,19 @@ def failed_path(run_directory: str) -> str:
   return os.path.join(run_directory, FAILED)
 
 
+def set_aside(path: str, stage_directory: str) -> str:
+  """Moves a damaged file or directory to `<stage>/damaged/<name>.<n>` (kept for inspection, out of the run's
+  way); returns where it went."""
+  target = os.path.join(stage_directory, DAMAGED)
+  os.makedirs(target, exist_ok=True)
+  n = 1
+  while os.path.exists(os.path.join(target, f"{os.path.basename(path)}.{n}")):
+    n += 1
+  moved = os.path.join(target, f"{os.path.basename(path)}.{n}")
+  os.replace(path, moved)
+  return moved
+
+
 # ------------------------------------------------------------------------------------------------ JSON
 def write_json(path: str, record: Any, **dump_kwargs) -> None:
   """Writes `record` atomically: a temporary file beside `path`, fsynced, renamed over it."""
@@ -146,6 +161,18 @@ def read_dict(path: str, default: Any = _MISSING) -> dict[str, Any]:
   if not isinstance(record, dict):
     raise RecordError(f"{path}: expected a JSON object, found {type(record).__name__}")
   return record
+
+
+def check_readable(workdir: str, stages: tuple[str, ...]) -> None:
+  """Reads every record of a workdir that a run of `stages` will read (run_info.json, the stages' result.json,
+  the journal), so an unreadable one is named before anything is trained or written."""
+  starts = read_json(run_info_path(workdir), default=[])
+  if not isinstance(starts, list):
+    raise RecordError(f"{run_info_path(workdir)}: expected a JSON list of starts, found {type(starts).__name__}")
+  for stage in stages:
+    read_dict(result_path(workdir, stage), default={})
+  if os.path.exists(metrics_path(workdir)):
+    _parse_lines(metrics_path(workdir))  # a damaged line before the last: RecordError
 
 
 # --------------------------------------------------------------------------------------------- the journal
