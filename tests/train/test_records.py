@@ -14,6 +14,7 @@ import pytest
 
 from pkdot_jax.study import report, sweep
 from pkdot_jax.train import checkpoint, checksums, loop, records
+from pkdot_jax.train.programs import Context
 from train_helpers import smoke_config
 
 
@@ -162,20 +163,21 @@ def _latest_state(workdir):
 
 
 def test_damaged_checkpoint_and_cut_journal_line_resume_exactly(data_dir, tmp_path, capfd):
-  """Stopped at step 4 (a checkpoint every step), then the latest checkpoint truncated and the journal's last
+  """Stopped at step 4, then the latest checkpoint truncated and the journal's last
   line cut short: the resumed run names both, resumes from step 3 and ends equal to an uninterrupted run."""
-  config = smoke_config(data_dir, **{"checkpoint.every_steps": 1})
+  config = smoke_config(data_dir)  # checkpoints at the end of each epoch (step 3) and where it stops (step 4)
   full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
-  loop.run_pipeline(config, full, ("teacher",))
+  context = Context()  # programs compiled once for the whole test
+  loop.run_pipeline(config, full, ("teacher",), context=context)
   checkpoint.check_or_write_config(resumed, config)
-  assert loop.run_stage("teacher", config, resumed, stop_after_steps=4) == {"stopped_at": 4}
+  assert loop.run_stage("teacher", config, resumed, stop_after_steps=4, context=context) == {"stopped_at": 4}
   victim = _largest_file(os.path.join(resumed, "teacher", "checkpoints", "4"))
   _truncate(victim)
   cut = json.dumps(loop.read_metrics(full)[-1])[:50]
   with open(os.path.join(resumed, "metrics.jsonl"), "a") as f:
     f.write(cut)
   capfd.readouterr()
-  loop.run_pipeline(config, resumed, ("teacher",))
+  loop.run_pipeline(config, resumed, ("teacher",), context=context)
   err = capfd.readouterr().err
   assert victim in err and "step 3" in err
   assert open(os.path.join(resumed, "metrics.jsonl.corrupt-1")).read() == cut
@@ -194,7 +196,7 @@ def test_damaged_checkpoint_and_cut_journal_line_resume_exactly(data_dir, tmp_pa
   _zero_64(victim)
   student = smoke_config(data_dir, teacher_workdir=full)
   with pytest.raises(checksums.DamagedCheckpointError) as e:
-    loop.run_pipeline(student, str(tmp_path / "student"), ("student",))
+    loop.run_pipeline(student, str(tmp_path / "student"), ("student",), context=context)
   assert str(e.value).startswith(victim + ": ")
   assert not os.path.exists(tmp_path / "student")
 
@@ -202,13 +204,13 @@ def test_damaged_checkpoint_and_cut_journal_line_resume_exactly(data_dir, tmp_pa
   # checkpoint and writes the same variables.
   result = records.read_dict(os.path.join(full, "teacher", "result.json"))
   assert not loop.stage_done(full, "teacher")
-  assert loop.run_pipeline(config, full, ("teacher",))["teacher"]["members"] == result["members"]
+  assert loop.run_pipeline(config, full, ("teacher",), context=context)["teacher"]["members"] == result["members"]
   assert open(_largest_file(os.path.join(full, "teacher", "damaged", "best.1")), "rb").read() != original
   jax.tree.map(np.testing.assert_array_equal, checkpoint.load_variables(best), saved)
   shutil.rmtree(best)
   assert not loop.stage_done(full, "teacher")
   capfd.readouterr()
-  loop.run_pipeline(config, full, ("teacher",))
+  loop.run_pipeline(config, full, ("teacher",), context=context)
   assert "teacher/best is missing" in capfd.readouterr().err
   jax.tree.map(np.testing.assert_array_equal, checkpoint.load_variables(best), saved)
 
