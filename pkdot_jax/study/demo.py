@@ -99,7 +99,7 @@ class RunTimer:
     if not _listening[0]:
       jax.monitoring.register_event_duration_secs_listener(_on_event)
       _listening[0] = True
-    self.path = os.path.join(root, "timing.jsonl")
+    self.path = records.demo_file(root, "timing")
     self.phase = phase
     self.start()
 
@@ -117,7 +117,7 @@ class RunTimer:
 
 def read_timing(root: str) -> dict[tuple[str, str], dict[str, float]]:
   """{(phase, run): {"wall_s", "compile_s"}}, the last record of each run."""
-  return {(r["phase"], r["run"]): r for r in records.read_jsonl(os.path.join(root, "timing.jsonl"))}
+  return {(r["phase"], r["run"]): r for r in records.read_jsonl(records.demo_file(root, "timing"))}
 
 
 # ------------------------------------------------------------------------------------------ the references
@@ -133,7 +133,7 @@ def teacher_rows(root: str) -> list[dict]:
 
 def ceiling_rows(root: str, config_spec: str, folds: list[int]) -> list[dict]:
   """The ridge probe on the same data and folds (computed once, kept in ceiling.json); one row per fold."""
-  path = os.path.join(root, "ceiling.json")
+  path = records.demo_file(root, "ceiling")
   if not os.path.exists(path):
     from pkdot_jax.data.synthetic import builder, usefulness
 
@@ -320,11 +320,11 @@ def _member0_embedding(stage: str, config, variables, batch, context: Context) -
 
 # ------------------------------------------------------------------------------------------------ report
 def read_demo_json(root: str) -> dict[str, Any]:
-  return records.read_dict(os.path.join(root, "demo.json"))
+  return records.read_dict(records.demo_file(root, "demo"))
 
 
 def is_demo(root: str) -> bool:
-  return os.path.exists(os.path.join(root, "demo.json"))
+  return os.path.exists(records.demo_file(root, "demo"))
 
 
 def _report_figures(root: str, out_dir: str, info: dict[str, Any], table: list[dict], context) -> dict:
@@ -412,7 +412,7 @@ def build_report(root: str, context: Context | None = None) -> str:
   info = read_demo_json(root)
   full = info["mode"] == "all"
   methods = list(info["methods"])
-  out_dir = os.path.join(root, "report")
+  out_dir = records.demo_file(root, "report")
   os.makedirs(out_dir, exist_ok=True)
   rows = [r for r in report_lib.collect(root) if "method" in r]
   chosen = {}
@@ -448,14 +448,14 @@ def main(workdir: str = "runs/demo", quick: bool = False,
   info = {"mode": "quick" if quick else "all" if full else "default", "config": sweep["config"],
           "methods": list(methods), "folds": sweep["grid"]["data.fold"], "seeds": list(SEEDS)}
   previous = read_demo_json(workdir) if is_demo(workdir) else {}
-  records.write_json(os.path.join(workdir, "demo.json"), {**info, "wall_seconds": previous.get("wall_seconds")},
+  records.write_json(records.demo_file(workdir, "demo"), {**info, "wall_seconds": previous.get("wall_seconds")},
                      indent=2)
   ceiling_rows(workdir, sweep["config"], info["folds"])
   sweep_lib.run_sweep(teacher_sweep(sweep), workdir, after_run=RunTimer(workdir, "teachers"), context=context)
   sweep_lib.run_sweep(sweep, workdir, after_run=RunTimer(workdir, "students"), context=context)
   wall = time.time() - t0
   # A resumed demo records the last invocation's time.
-  records.write_json(os.path.join(workdir, "demo.json"), {**info, "wall_seconds": wall, "resumed": bool(previous)},
+  records.write_json(records.demo_file(workdir, "demo"), {**info, "wall_seconds": wall, "resumed": bool(previous)},
                      indent=2)
   text = build_report(workdir, context)
   print(text)

@@ -10,6 +10,7 @@ Every file a run writes or a report reads is named here, so the layout is declar
   <workdir>/<stage>/result.json               written last: the stage is done
   <workdir>/<stage>/damaged/                  checkpoints that failed verification, set aside
   <sweep root>/sweep.json, runs/<run name>/, teachers/<key>/, runs/<run name>/failed.json
+  <demo root>/demo.json, timing.jsonl, ceiling.json, report/ (and the sweep layout)
 
 JSON records are written atomically (a temporary file in the same directory, fsync, rename), so a crash leaves
 the old record or the new one, never half of one. A record that cannot be read raises `RecordError`, whose
@@ -104,6 +105,15 @@ def teacher_result_paths(root: str) -> list[str]:
 
 def failed_path(run_directory: str) -> str:
   return os.path.join(run_directory, FAILED)
+
+
+DEMO_FILES = {"demo": "demo.json", "timing": "timing.jsonl", "ceiling": "ceiling.json", "report": "report"}
+
+
+def demo_file(root: str, kind: str) -> str:
+  """A demo root's own records: demo.json (what ran), timing.jsonl (wall and compile seconds per run),
+  ceiling.json (the ridge probe per fold), report/ (the rebuilt report)."""
+  return os.path.join(root, DEMO_FILES[kind])
 
 
 def set_aside(path: str, stage_directory: str) -> str:

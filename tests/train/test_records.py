@@ -223,3 +223,13 @@ def test_report_names_an_unreadable_result(tmp_path):
   with pytest.raises(records.RecordError) as e:
     report.collect(str(tmp_path))
   assert str(e.value).startswith(str(run / "student" / "result.json"))
+
+
+def test_checkpoint_without_manifest_is_restored_unverified(tmp_path, capfd):
+  ck = checkpoint.Checkpointer(str(tmp_path))
+  ck.save(1, TREE)
+  ck.close()
+  os.remove(tmp_path / "checksums" / "checkpoint-1.json")  # as an older version, or a stop before the manifest
+  restored = checkpoint.Checkpointer(str(tmp_path)).restore_latest(TREE)
+  np.testing.assert_array_equal(restored["w"], TREE["w"])
+  assert "no checksum manifest" in capfd.readouterr().err
