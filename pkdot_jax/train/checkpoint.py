@@ -16,6 +16,7 @@ checkpoint is named and moved to `<stage>/damaged/`, and the run resumes from th
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -197,7 +198,8 @@ def _orbax_errors(path: str):
   except (records.RecordError, KeyboardInterrupt):
     raise
   except Exception as e:  # pylint: disable=broad-except
-    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(" See full TensorStore details")[0][:300]
+    gc.collect()  # the failed reads' orphaned asyncio tasks report themselves now, while their logger is quiet
     raise records.RecordError(f"{path}: cannot be restored ({type(e).__name__}: {first})") from e
   finally:
     asyncio_log.setLevel(level)
