@@ -132,7 +132,7 @@ def run_one(config: ml_collections.ConfigDict, run_dir: str, teachers_root: str,
   with config.unlocked():
     config.teacher_workdir = os.path.join(teachers_root, key)
   last_stage = tuple(config.pipeline)[-1]
-  if loop.stage_done(config.teacher_workdir if last_stage in loop.TEACHER_STAGES else run_dir, last_stage):
+  if checkpoint.stage_done(config.teacher_workdir if last_stage in loop.TEACHER_STAGES else run_dir, last_stage):
     return {}  # finished: not started again
   return loop.run_pipeline(config, run_dir, context=context)
 

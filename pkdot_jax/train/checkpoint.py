@@ -244,3 +244,37 @@ def load_variables(path: str, like: Any | None = None) -> Any:
     if like is None:
       return checkpointer.restore(path)
     return checkpointer.restore(path, _abstract(like))
+
+
+def stage_done(workdir: str, stage: str) -> bool:
+  """Whether a stage is finished: its result.json exists beside a best/ that matches its manifest (or has none:
+  an older workdir)."""
+  if not os.path.exists(records.result_path(workdir, stage)) or not os.path.isdir(records.best_dir(workdir, stage)):
+    return False
+  try:
+    verify_variables(records.best_dir(workdir, stage))
+  except checksums.DamagedCheckpointError:
+    return False
+  return True
+
+
+def stage_finished(workdir: str, stage: str, *, writer: bool) -> bool:
+  """Whether the trainer skips the stage. A result.json whose best/ is missing or damaged is not taken as done:
+  the stage runs again (resuming from its last checkpoint, which holds the best variables); a damaged best/ is
+  first moved to `<stage>/damaged/` (by the `writer` process); a warning says which."""
+  if not os.path.exists(records.result_path(workdir, stage)):
+    return False
+  best = records.best_dir(workdir, stage)
+  if not os.path.isdir(best):
+    why = "is missing"
+  else:
+    try:
+      verify_variables(best)
+      return True
+    except checksums.DamagedCheckpointError as e:
+      why = f"is damaged ({e})"
+    if writer:
+      why += f"; moved to {records.set_aside(best, records.stage_dir(workdir, stage))}"
+  print(f"pkdot: warning: {best} {why}: the {stage} stage runs again (its result.json is not taken as done)",
+        file=sys.stderr)
+  return False

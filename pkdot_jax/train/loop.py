@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 from typing import Any
 
@@ -42,7 +41,7 @@ from pkdot_jax import losses
 from pkdot_jax.train import checkpoint as ckpt_lib
 from pkdot_jax.train import evaluation
 from pkdot_jax.train import input as input_lib
-from pkdot_jax.train import checksums, parallel, records, runinfo, steps
+from pkdot_jax.train import parallel, records, runinfo, steps
 from pkdot_jax.train import stages as stages_lib
 from pkdot_jax.train.programs import Context
 from pkdot_jax.train.state import TrainState, make_optimizer
@@ -416,7 +415,7 @@ def run_stage(stage: str, config, workdir: str, *, teacher_dir: str | None = Non
   `context`: the caller's compiled programs and caches (a fresh one when None). `stop_after_steps` ends the run
   early after a checkpoint at that step, as if killed (used by the resume tests).
   """
-  if _finished(workdir, stage):
+  if ckpt_lib.stage_finished(workdir, stage, writer=_is_writer()):
     return records.read_dict(records.result_path(workdir, stage))
   if _is_writer():
     records.repair_jsonl(records.metrics_path(workdir))  # a line cut short by a crash, set aside before training
@@ -502,36 +501,7 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
   return records.read_metrics(workdir, STAGES)
 
 
-def stage_done(workdir: str, stage: str) -> bool:
-  """Whether a stage is finished: its result.json exists and its best/ is present and matches its manifest."""
-  try:
-    return os.path.exists(records.result_path(workdir, stage)) and os.path.isdir(records.best_dir(workdir, stage)) \
-        and ckpt_lib.verify_variables(records.best_dir(workdir, stage)) is not None
-  except checksums.DamagedCheckpointError:
-    return False
-
-
-def _finished(workdir: str, stage: str) -> bool:
-  """Whether to skip the stage. A result.json whose best/ is missing or damaged is not taken as done: the stage
-  runs again (resuming from its last checkpoint, which holds the best variables), a damaged best/ first moved
-  to `<stage>/damaged/`; a warning says which."""
-  if not os.path.exists(records.result_path(workdir, stage)):
-    return False
-  best = records.best_dir(workdir, stage)
-  if not os.path.isdir(best):
-    why = "is missing"
-  else:
-    try:
-      ckpt_lib.verify_variables(best)
-      return True
-    except checksums.DamagedCheckpointError as e:
-      why = f"is damaged ({e})"
-    if _is_writer():
-      why += f"; moved to {records.set_aside(best, records.stage_dir(workdir, stage))}"
-  print(f"pkdot: warning: {best} {why}: the {stage} stage runs again (its result.json is not taken as done)",
-        file=sys.stderr)
-  _sync(f"{workdir} {stage} best set aside")
-  return False
+stage_done = ckpt_lib.stage_done
 
 
 # ------------------------------------------------------------------------------------------------ pipeline
