@@ -162,11 +162,11 @@ class Checkpointer:
     for step in steps:
       if not os.path.exists(self.manifest_path(step)) and os.path.isdir(self.step_dir(step)):
         checksums.write(self.step_dir(step), self.manifest_path(step))
-    for name in os.listdir(records.checksums_dir(self.stage_dir)) if os.path.isdir(
-        records.checksums_dir(self.stage_dir)) else ():
+    manifests = records.checksums_dir(self.stage_dir)
+    for name in os.listdir(manifests) if os.path.isdir(manifests) else ():
       stem = name.removeprefix("checkpoint-").removesuffix(".json")
       if name.startswith("checkpoint-") and stem.isdigit() and int(stem) not in steps:
-        os.remove(os.path.join(records.checksums_dir(self.stage_dir), name))  # orbax deleted that checkpoint
+        os.remove(os.path.join(manifests, name))  # orbax deleted that checkpoint (max_to_keep)
 
   def close(self) -> None:
     self.wait()
