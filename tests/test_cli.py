@@ -312,3 +312,33 @@ def test_user_error_types():
     assert not main.is_user_error(error, running=True)  # inside the trainer: a bug
   for error in (RuntimeError("x"), IndexError("x"), ZeroDivisionError()):
     assert not main.is_user_error(error, running=False) and not main.is_user_error(error, running=True)
+
+
+# ---------------------------------------------------------------------------------------------- the run record
+JOURNAL_DAMAGED_INSIDE = '{"stage": "teacher", "epoch": 1}\n{"stage": "tea\n{"stage": "teacher", "epoch": 2}\n'
+
+
+@pytest.mark.parametrize("record,content,fragment", [
+    ("config.json", '{"seeds": [0', "not a valid JSON record"),
+    ("config.json", "", "empty file"),
+    ("run_info.json", "not json at all", "not a valid JSON record"),
+    ("teacher/result.json", "\x00" * 8, "not a valid JSON record"),
+    ("metrics.jsonl", JOURNAL_DAMAGED_INSIDE, "line 2"),
+])
+def test_unreadable_records_are_named_before_anything_is_written(record, content, fragment, tmp_path):
+  workdir = tmp_path / "run"
+  (workdir / record).parent.mkdir(parents=True)
+  (workdir / record).write_text(content)
+  proc = pkdot("train", "--config=synthetic:smoke", f"--workdir={workdir}")
+  line = assert_user_error(proc, fragment)
+  assert line.startswith(f"pkdot: error: {workdir / record}: ")
+  assert sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*") if p.is_file()) == [record]
+  assert (workdir / record).read_text() == content
+
+
+def test_report_names_an_unreadable_result(tmp_path):
+  run = tmp_path / "runs" / "method=pkdot__data.fold=0"
+  (run / "student").mkdir(parents=True)
+  (run / "config.json").write_text(json.dumps({"data": {"fold": 0}, "model": {"task": "classification"}}))
+  (run / "student" / "result.json").write_text('{"members": [')
+  assert_user_error(pkdot("report", tmp_path), f"{run / 'student' / 'result.json'}: ")

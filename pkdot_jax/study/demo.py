@@ -35,6 +35,7 @@ from pkdot_jax.study import methods as methods_lib
 from pkdot_jax.study import report as report_lib
 from pkdot_jax.study import stats as stats_lib
 from pkdot_jax.study import sweep as sweep_lib
+from pkdot_jax.train import records
 from pkdot_jax.train.programs import Context
 
 CONFIG = "synthetic"  # a built-in config name (pkdot_jax/configs)
@@ -98,7 +99,7 @@ class RunTimer:
     if not _listening[0]:
       jax.monitoring.register_event_duration_secs_listener(_on_event)
       _listening[0] = True
-    self.path = os.path.join(root, "timing.jsonl")
+    self.path = records.demo_file(root, "timing")
     self.phase = phase
     self.start()
 
@@ -108,32 +109,23 @@ class RunTimer:
   def __call__(self, name: str) -> None:
     wall, compile_s = time.time() - self.t0, _compile_seconds[0] - self.c0
     # A run already finished (resumed demo) is not started: no new run_info.json entry; keep its first record.
-    info = os.path.join(os.path.dirname(self.path), "runs", name, "run_info.json")
+    info = records.run_info_path(records.run_dir(os.path.dirname(self.path), name))
     if os.path.exists(info) and os.path.getmtime(info) >= self.t0 - 1e-3:
-      with open(self.path, "a") as f:
-        f.write(json.dumps({"phase": self.phase, "run": name, "wall_s": wall, "compile_s": compile_s}) + "\n")
+      records.append_jsonl(self.path, {"phase": self.phase, "run": name, "wall_s": wall, "compile_s": compile_s})
     self.start()
 
 
 def read_timing(root: str) -> dict[tuple[str, str], dict[str, float]]:
   """{(phase, run): {"wall_s", "compile_s"}}, the last record of each run."""
-  out = {}
-  path = os.path.join(root, "timing.jsonl")
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        if line.strip():
-          r = json.loads(line)
-          out[(r["phase"], r["run"])] = r
-  return out
+  return {(r["phase"], r["run"]): r for r in records.read_jsonl(records.demo_file(root, "timing"))}
 
 
 # ------------------------------------------------------------------------------------------ the references
 def teacher_rows(root: str) -> list[dict]:
   rows = []
-  for result_path in sorted(glob.glob(os.path.join(root, "teachers", "*", "teacher", "result.json"))):
-    config = report_lib._read_json(os.path.join(os.path.dirname(os.path.dirname(result_path)), "config.json"))
-    for member in report_lib._read_json(result_path)["members"]:
+  for result_path in records.teacher_result_paths(root):
+    config = records.read_dict(records.config_path(os.path.dirname(os.path.dirname(result_path))))
+    for member in records.read_dict(result_path)["members"]:
       rows.append({"method": TEACHER, "fold": config["data"]["fold"], "seed": member["seed"],
                    **{f"test_{k}": v for k, v in (member.get("test") or {}).items() if isinstance(v, float)}})
   return rows
@@ -141,7 +133,7 @@ def teacher_rows(root: str) -> list[dict]:
 
 def ceiling_rows(root: str, config_spec: str, folds: list[int]) -> list[dict]:
   """The ridge probe on the same data and folds (computed once, kept in ceiling.json); one row per fold."""
-  path = os.path.join(root, "ceiling.json")
+  path = records.demo_file(root, "ceiling")
   if not os.path.exists(path):
     from pkdot_jax.data.synthetic import builder, usefulness
 
@@ -150,9 +142,8 @@ def ceiling_rows(root: str, config_spec: str, folds: list[int]) -> list[dict]:
     spec = builder.make_config(d.config_name, int(d.dataset_seed), **dict(d.overrides)).spec
     by_fold = usefulness.video_probe_by_fold(spec, int(d.dataset_seed), int(d.num_folds), float(d.val_fraction),
                                              int(d.fold_seed), folds)
-    with open(path, "w") as f:
-      json.dump({str(k): v for k, v in by_fold.items()}, f, indent=2)
-  by_fold = {int(k): v for k, v in report_lib._read_json(path).items()}
+    records.write_json(path, {str(k): v for k, v in by_fold.items()}, indent=2)
+  by_fold = {int(k): v for k, v in records.read_dict(path).items()}
   return [{"method": CEILING, "fold": k, "seed": 0, "test_accuracy": v} for k, v in sorted(by_fold.items())]
 
 
@@ -297,10 +288,10 @@ def similarity_figure(root: str, path: str, context: Context, fold: int = 0) -> 
   full = info["mode"] == "all"
 
   def run_dir(method):
-    return os.path.join(root, "runs", sweep_lib.run_name({"method": _run_method(method, full), "data.fold": fold}))
+    return records.run_dir(root, records.run_name({"method": _run_method(method, full), "data.fold": fold}))
 
   sweep_config = sweep_lib.load_config(info["config"])
-  pkdot_config = report_lib._read_json(os.path.join(run_dir("pkdot"), "config.json"))
+  pkdot_config = records.read_dict(records.config_path(run_dir("pkdot")))
   config = sweep_lib.apply_overrides(sweep_config, {"method": "pkdot", "data.fold": fold,
                                                     "seeds": tuple(pkdot_config["seeds"])})
   mesh = parallel.make_mesh(config.get("num_devices"))
@@ -311,12 +302,12 @@ def similarity_figure(root: str, path: str, context: Context, fold: int = 0) -> 
   labels = local["label"][mask][order]
   batch = parallel.global_batch({k: v for k, v in local.items() if v.dtype.kind not in "OUS"}, mesh)
 
-  teacher_vars = checkpoint.load_variables(os.path.join(pkdot_config["teacher_workdir"], "teacher", "best"))
+  teacher_vars = checkpoint.load_variables(records.best_dir(pkdot_config["teacher_workdir"], "teacher"))
   teacher_embedding = _member0_embedding("teacher", config, teacher_vars, batch, context)
   embeddings = {"teacher (video + physio)": teacher_embedding[mask][order]}
   for method, label in ((methods_lib.CONTROL, "student, task loss only"), ("pkdot", "student with PKDOT")):
     method_config = sweep_lib.apply_overrides(config, {"method": method})
-    student_vars = checkpoint.load_variables(os.path.join(run_dir(method), "student", "best"))
+    student_vars = checkpoint.load_variables(records.best_dir(run_dir(method), "student"))
     embeddings[label] = _member0_embedding("student", method_config, student_vars, batch, context)[mask][order]
   sims = {label: np.asarray(losses.cosine_similarity_matrix(e, e)) for label, e in embeddings.items()}
   fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), constrained_layout=True)
@@ -358,11 +349,11 @@ def _member0_embedding(stage: str, config, variables, batch, context: Context) -
 
 # ------------------------------------------------------------------------------------------------ report
 def read_demo_json(root: str) -> dict[str, Any]:
-  return report_lib._read_json(os.path.join(root, "demo.json"))
+  return records.read_dict(records.demo_file(root, "demo"))
 
 
 def is_demo(root: str) -> bool:
-  return os.path.exists(os.path.join(root, "demo.json"))
+  return os.path.exists(records.demo_file(root, "demo"))
 
 
 def _report_figures(root: str, out_dir: str, info: dict[str, Any], table: list[dict], context) -> dict:
@@ -376,7 +367,7 @@ def _report_figures(root: str, out_dir: str, info: dict[str, Any], table: list[d
   curve_split = "val" if full else "test"
   report_lib.learning_curves(
       os.path.join(out_dir, "learning_curves.png"),
-      {m: sorted(glob.glob(os.path.join(root, "runs", sweep_lib.run_name(
+      {m: sorted(glob.glob(records.run_dir(root, records.run_name(
           {"method": _run_method(m, full), "data.fold": 0}).replace("data.fold=0", "data.fold=*"))))
        for m in methods}, "accuracy", split=curve_split,
       title=f"{curve_split} accuracy per epoch, mean over {len(info['folds'])} folds x {len(info['seeds'])} seeds"
@@ -468,7 +459,7 @@ def build_report(root: str, context: Context | None = None) -> str:
   info = read_demo_json(root)
   full = info["mode"] == "all"
   methods = list(info["methods"])
-  out_dir = os.path.join(root, "report")
+  out_dir = records.demo_file(root, "report")
   os.makedirs(out_dir, exist_ok=True)
   rows = [r for r in report_lib.collect(root) if "method" in r]
   chosen = {}
@@ -504,14 +495,15 @@ def main(workdir: str = "runs/demo", quick: bool = False,
   info = {"mode": "quick" if quick else "all" if full else "default", "config": sweep["config"],
           "methods": list(methods), "folds": sweep["grid"]["data.fold"], "seeds": list(SEEDS)}
   previous = read_demo_json(workdir) if is_demo(workdir) else {}
-  with open(os.path.join(workdir, "demo.json"), "w") as f:
-    json.dump({**info, "wall_seconds": previous.get("wall_seconds")}, f, indent=2)
+  records.write_json(records.demo_file(workdir, "demo"), {**info, "wall_seconds": previous.get("wall_seconds")},
+                     indent=2)
   ceiling_rows(workdir, sweep["config"], info["folds"])
   sweep_lib.run_sweep(teacher_sweep(sweep), workdir, after_run=RunTimer(workdir, "teachers"), context=context)
   sweep_lib.run_sweep(sweep, workdir, after_run=RunTimer(workdir, "students"), context=context)
   wall = time.time() - t0
-  with open(os.path.join(workdir, "demo.json"), "w") as f:  # a resumed demo records the last invocation's time
-    json.dump({**info, "wall_seconds": wall, "resumed": bool(previous)}, f, indent=2)
+  # A resumed demo records the last invocation's time.
+  records.write_json(records.demo_file(workdir, "demo"), {**info, "wall_seconds": wall, "resumed": bool(previous)},
+                     indent=2)
   text = build_report(workdir, context)
   print(text)
   print(f"\nreport: {os.path.join(workdir, 'report', 'report.md')}")

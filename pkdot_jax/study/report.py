@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import json
 import os
 from typing import Any
 
@@ -17,7 +16,7 @@ import numpy as np
 
 from pkdot_jax import metrics as metrics_lib
 from pkdot_jax.study import stats as stats_lib
-from pkdot_jax.train import loop
+from pkdot_jax.train import loop, records
 
 
 def primary_metric(task: str) -> str:
@@ -35,22 +34,16 @@ def stage_table(results: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def _read_json(path: str) -> Any:
-  with open(path) as f:
-    return json.load(f)
-
-
 def collect(root: str) -> list[dict[str, Any]]:
   """One row per (run, member) with a finished student stage: its overrides, seed, fold, test metrics."""
-  run_dirs = sorted(glob.glob(os.path.join(root, "runs", "*"))) or [root]
   rows = []
-  for run_dir in run_dirs:
-    result_path = os.path.join(run_dir, "student", "result.json")
+  for run_dir in records.run_dirs(root):
+    result_path = records.result_path(run_dir, "student")
     if not os.path.exists(result_path):
       continue
-    config = _read_json(os.path.join(run_dir, "config.json"))
-    result = _read_json(result_path)
-    overrides = _overrides_of(os.path.basename(run_dir))
+    config = records.read_dict(records.config_path(run_dir))
+    result = records.read_dict(result_path)
+    overrides = records.parse_run_name(os.path.basename(run_dir))
     for member in result["members"]:
       row = {"run": os.path.basename(run_dir), **overrides, "fold": config["data"]["fold"],
              "seed": member["seed"], "weight": member["weight"], "best_epoch": member["best_epoch"],
@@ -61,15 +54,6 @@ def collect(root: str) -> list[dict[str, Any]]:
             row[f"{split}_{key}"] = value
       rows.append(row)
   return rows
-
-
-def _overrides_of(name: str) -> dict[str, str]:
-  out = {}
-  for part in name.split("__"):
-    if "=" in part:
-      key, value = part.split("=", 1)
-      out[key] = value
-  return out
 
 
 def summarize(rows: list[dict[str, Any]], group_keys: list[str], metric: str,
@@ -102,9 +86,9 @@ def summarize(rows: list[dict[str, Any]], group_keys: list[str], metric: str,
 
 def provenance(root: str) -> dict[str, Any]:
   """Hardware, versions, command and seeds from the first run_info.json found under root."""
-  infos = sorted(glob.glob(os.path.join(root, "**", "run_info.json"), recursive=True))
-  info = _read_json(infos[0])[0] if infos else {}
-  sweep = _read_json(os.path.join(root, "sweep.json")) if os.path.exists(os.path.join(root, "sweep.json")) else {}
+  infos = sorted(glob.glob(os.path.join(root, "**", records.RUN_INFO), recursive=True))
+  info = (records.read_json(infos[0]) or [{}])[0] if infos else {}
+  sweep = records.read_dict(records.sweep_path(root), default={})
   return {"hardware": info.get("hardware"), "versions": info.get("versions"), "git": info.get("git_revision"),
           "command": sweep.get("command") or info.get("command"), "config": sweep.get("config"),
           "base": sweep.get("base"), "seeds": (info.get("config") or {}).get("seeds"),
@@ -114,8 +98,8 @@ def provenance(root: str) -> dict[str, Any]:
 def failed_runs(root: str) -> dict[str, str]:
   """{run name: error} of the runs a sweep recorded as failed (`<run>/failed.json`): left out of the tables,
   and named in every report so that nothing is dropped silently."""
-  return {os.path.basename(os.path.dirname(path)): _read_json(path)["error"]
-          for path in sorted(glob.glob(os.path.join(root, "runs", "*", "failed.json")))}
+  return {os.path.basename(os.path.dirname(path)): records.read_dict(path).get("error", "(no message recorded)")
+          for path in sorted(glob.glob(records.failed_path(records.run_dir(root, "*"))))}
 
 
 def format_table(table: list[dict[str, Any]], group_keys: list[str], metric: str) -> str:
@@ -252,7 +236,7 @@ def _training_subjects(run_dir: str) -> int:
   """Training subjects of a run's fold, from its config (the folds the loader builds)."""
   from pkdot_jax.data import folds as folds_lib
 
-  config = _read_json(os.path.join(run_dir, "config.json"))
+  config = records.read_dict(records.config_path(run_dir))
   d = config["data"]
   overrides = d.get("overrides") or {}
   subjects = np.repeat(np.arange(int(overrides.get("num_subjects", 20))), int(overrides.get("samples_per_subject", 30)))
@@ -314,7 +298,7 @@ def add_training_subjects(root: str, rows: list[dict[str, Any]]) -> None:
   sizes: dict[str, int] = {}
   for r in rows:
     if r["run"] not in sizes:
-      sizes[r["run"]] = _training_subjects(os.path.join(root, "runs", r["run"]))
+      sizes[r["run"]] = _training_subjects(records.run_dir(root, r["run"]))
     r["training_subjects"] = sizes[r["run"]]
 
 
@@ -379,11 +363,10 @@ def main(root: str, group_keys: list[str] | None = None) -> str:
   rows = collect(root)
   if not rows:
     raise FileNotFoundError(f"no finished runs (student/result.json) under {root}")
-  task = _read_json(os.path.join(glob.glob(os.path.join(root, "runs", "*"))[0] if os.path.isdir(
-      os.path.join(root, "runs")) else root, "config.json"))["model"]["task"]
+  task = records.read_dict(records.config_path(records.run_dirs(root)[0]))["model"]["task"]
   metric = f"test_{primary_metric(task)}"
   if group_keys is None:
-    group_keys = sorted({k for r in rows for k in _overrides_of(r["run"]) if k != "data.fold"}) or ["run"]
+    group_keys = sorted({k for r in rows for k in records.parse_run_name(r["run"]) if k != "data.fold"}) or ["run"]
   by_size = "data.val_fraction" in group_keys  # a training-size sweep: name the sizes, not the fractions
   if by_size:
     add_training_subjects(root, rows)

@@ -41,7 +41,7 @@ import ml_collections
 
 from pkdot_jax import configs as configs_lib
 from pkdot_jax import console
-from pkdot_jax.train import checkpoint, locks, loop, parallel, preemption, stages
+from pkdot_jax.train import checkpoint, locks, loop, parallel, preemption, records, stages
 from pkdot_jax.train.programs import Context
 from pkdot_jax.study import methods as methods_lib
 
@@ -81,12 +81,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
   return config
 
 
-def run_name(overrides: dict[str, Any]) -> str:
-  parts = []
-  for key, value in overrides.items():
-    text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-    parts.append(f"{key}={text}")
-  return "__".join(parts).replace("/", "_") or "base"
+run_name = records.run_name  # the inverse, for the reports: records.parse_run_name
 
 
 def expand(sweep: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -141,10 +136,8 @@ def run_one(config: ml_collections.ConfigDict, run_dir: str, teachers_root: str,
   with config.unlocked():
     config.teacher_workdir = os.path.join(teachers_root, key)
   last_stage = tuple(config.pipeline)[-1]
-  done = os.path.join(config.teacher_workdir if last_stage in loop.TEACHER_STAGES else run_dir, last_stage,
-                      "result.json")
-  if os.path.exists(done):  # finished: not started again
-    return {}
+  if checkpoint.stage_done(config.teacher_workdir if last_stage in loop.TEACHER_STAGES else run_dir, last_stage):
+    return {}  # finished: not started again
   return loop.run_pipeline(config, run_dir, context=context, wait_for_workdir=wait, wait_for_teacher=wait)
 
 
@@ -164,12 +157,9 @@ def run_sweep(sweep: dict[str, Any], root: str, shard: str = "0/1",
   if _should_share(sweep.get("share_programs", "auto"), list(configs.values())):
     context.programs.share_losses(configs.values())  # the whole grid: every shard compiles the same program
   runs = shard_runs(all_runs, shard)
-  os.makedirs(root, exist_ok=True)
-  tmp = os.path.join(root, f"sweep.json.{os.getpid()}.tmp")  # shards write it at once: each its own file, renamed
-  with open(tmp, "w") as f:
-    json.dump({"config": sweep["config"], "base": sweep.get("base", {}), "grid": sweep.get("grid", {}),
-               "contrasts": sweep.get("contrasts", {}), "command": " ".join(sys.argv)}, f, indent=2, default=str)
-  os.replace(tmp, os.path.join(root, "sweep.json"))
+  records.write_json(records.sweep_path(root), {
+      "config": sweep["config"], "base": sweep.get("base", {}), "grid": sweep.get("grid", {}),
+      "contrasts": sweep.get("contrasts", {}), "command": " ".join(sys.argv)}, indent=2, default=str)
   from tqdm import tqdm
 
   # One bar over the runs with its ETA (the mean time of the runs so far; runs already finished skip fast, so
@@ -201,17 +191,15 @@ def run_sweep(sweep: dict[str, Any], root: str, shard: str = "0/1",
 def _run_in_sweep(name: str, config, root: str, context: Context, wait: bool) -> dict | None:
   """One run of `run_sweep`: its result (None: failed, recorded in failed.json)."""
   t0 = time.time()
-  run_dir = os.path.join(root, "runs", name)
+  run_dir = records.run_dir(root, name)
   try:
-    ran = run_one(config, run_dir, os.path.join(root, "teachers"), context, wait=wait)
+    ran = run_one(config, run_dir, records.teachers_root(root), context, wait=wait)
   except loop.NonFiniteLossError as e:  # one diverged run does not stop the sweep; the reports name it
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "failed.json"), "w") as f:
-      json.dump({"error": str(e)}, f, indent=2)
+    records.write_json(records.failed_path(run_dir), {"error": str(e)}, indent=2)
     console.info(f"[sweep] {name}: FAILED ({e})", console.QUIET)
     return None
   with contextlib.suppress(FileNotFoundError):  # finished now (e.g. resumed after a fix)
-    os.remove(os.path.join(run_dir, "failed.json"))
+    os.remove(records.failed_path(run_dir))
   console.info(f"[sweep] {name}: {'done' if ran else 'already finished, skipped'} ({time.time() - t0:.1f} s)")
   return ran
 

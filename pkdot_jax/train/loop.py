@@ -22,14 +22,15 @@ Workdir layout (one run = one config = one fold):
   <stage>/tensorboard/              TensorBoard event files: per step loss terms, per epoch val / test (summaries.py)
   <stage>/checkpoints/              periodic checkpoints (resume points)
   <stage>/best/                     the members' variables at their best validation epoch (next stage's input)
-  <stage>/result.json               written last: the stage is done and is skipped on re-runs
+  <stage>/checksums/                checksum manifests of the checkpoints and of best/, verified before a restore
+  <stage>/result.json               written last: the stage is done and is skipped on re-runs (if best/ verifies)
+The paths, the JSON records and the journal are `records.py`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import time
 from typing import Any
@@ -43,7 +44,7 @@ from pkdot_jax.models import pretrained as pretrained_lib
 from pkdot_jax.train import checkpoint as ckpt_lib
 from pkdot_jax.train import evaluation
 from pkdot_jax.train import input as input_lib
-from pkdot_jax.train import locks, parallel, preemption, runinfo, schema, steps
+from pkdot_jax.train import locks, parallel, preemption, records, runinfo, schema, steps
 from pkdot_jax.train import watch as watch_lib
 from pkdot_jax.train import stages as stages_lib
 from pkdot_jax.train.programs import Context
@@ -151,14 +152,14 @@ class _Run:
 
   @property
   def stage_dir(self) -> str:
-    return os.path.join(self.workdir, self.stage.name)
+    return records.stage_dir(self.workdir, self.stage.name)
 
   @property
   def log_path(self) -> str:
-    return os.path.join(self.workdir, "metrics.jsonl")
+    return records.metrics_path(self.workdir)
 
   def saved(self, stage_name: str) -> str:
-    return os.path.join(self.teacher_dir, stage_name, "best")
+    return records.best_dir(self.teacher_dir, stage_name)
 
 
 def _setup(stage_name: str, config, workdir: str, teacher_dir: str, mesh, context: Context) -> _Run:
@@ -505,7 +506,7 @@ def _end_of_epoch(run: _Run, state: TrainState, best: _Best, step: int, epoch_lo
   best.update(_scores(record, metric, mode, len(members)), epoch, state.variables(), members.vmapped)
   record["best_epoch"] = best.epoch.tolist()
   if _is_writer():
-    _append_jsonl(run.log_path, record)
+    records.append_jsonl(run.log_path, record)
   watch.epoch(record, metric)
 
 
@@ -517,10 +518,9 @@ def run_stage(stage: str, config, workdir: str, *, teacher_dir: str | None = Non
   `context`: the caller's compiled programs and caches (a fresh one when None). `stop_after_steps` ends the run
   early after a checkpoint at that step, as if killed (used by the resume tests).
   """
-  result_path = os.path.join(workdir, stage, "result.json")
-  if os.path.exists(result_path):
-    console.info(f"{stage}: done, skipped ({result_path} exists)")
-    return _read_json(result_path)
+  if ckpt_lib.stage_finished(workdir, stage, writer=_is_writer()):
+    console.info(f"{stage}: done, skipped ({records.result_path(workdir, stage)} exists)")
+    return records.read_dict(records.result_path(workdir, stage))
   # Signals stop training cleanly (`preemption`); the workdir is this job's alone (`locks`): its start-up
   # clean-up (orbax's temporary directories) and writes never touch another live process's files.
   with preemption.handling(), _claim(workdir, "workdir", wait=False):
@@ -533,6 +533,8 @@ def run_stage(stage: str, config, workdir: str, *, teacher_dir: str | None = Non
 
 def _train_stage(stage: str, config, workdir: str, teacher_dir: str | None, mesh, stop_after_steps: int | None,
                  context: Context | None) -> dict[str, Any]:
+  if _is_writer():
+    records.repair_jsonl(records.metrics_path(workdir))  # a line cut short by a crash, set aside before training
   run = _setup(stage, config, workdir, teacher_dir or workdir, mesh, context or Context())
   train_step = _train_step(run)
   eval_fn = evaluation.eval_program(stage, config, run.members.vmapped, run.context.programs)
@@ -590,16 +592,12 @@ def _write_outputs(run: _Run, state: TrainState, best: _Best, eval_fn, seconds: 
     final_test = evaluation.evaluate(eval_fn, final_vars, state.frozen, run.data, "test", run.config, run.mesh,
                                      len(run.members), run.members.vmapped)
   os.makedirs(run.stage_dir, exist_ok=True)
-  ckpt_lib.save_variables(os.path.join(run.stage_dir, "best"), parallel.to_host(final_vars))
-  result_path = os.path.join(run.stage_dir, "result.json")
+  ckpt_lib.save_variables(records.best_dir(run.workdir, run.stage.name), parallel.to_host(final_vars))
+  result_path = records.result_path(run.workdir, run.stage.name)
   if _is_writer():
-    result = _stage_result(run, best, seconds, final_test)
-    tmp = result_path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(result, f, indent=2)
-    os.replace(tmp, result_path)
+    records.write_json(result_path, _stage_result(run, best, seconds, final_test), indent=2)
   _sync(f"{run.stage_dir} done")
-  return _read_json(result_path)
+  return records.read_dict(result_path)
 
 
 def _stage_result(run: _Run, best: _Best, seconds: float, final_test=None) -> dict[str, Any]:
@@ -622,30 +620,12 @@ def _stage_result(run: _Run, best: _Best, seconds: float, final_test=None) -> di
 
 
 # ------------------------------------------------------------------------------------------------ records
-def _read_json(path: str) -> Any:
-  with open(path) as f:
-    return json.load(f)
-
-
-def _append_jsonl(path: str, record: dict[str, Any]) -> None:
-  with open(path, "a") as f:
-    f.write(json.dumps(record) + "\n")
-    f.flush()
-    os.fsync(f.fileno())
-
-
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
   """metrics.jsonl records, the last one kept per (stage, epoch) (a resumed epoch may appear twice)."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return []
-  records: dict[tuple[str, int], dict[str, Any]] = {}
-  with open(path) as f:
-    for line in f:
-      if line.strip():
-        r = json.loads(line)
-        records[(r["stage"], r["epoch"])] = r
-  return sorted(records.values(), key=lambda r: (STAGES.index(r["stage"]), r["epoch"]))
+  return records.read_metrics(workdir, STAGES)
+
+
+stage_done = ckpt_lib.stage_done
 
 
 # ------------------------------------------------------------------------------------------------ pipeline
@@ -698,14 +678,15 @@ def check_run(config, workdir: str, stages: tuple[str, ...], context: Context | 
     make_optimizer(opt_config)
     needed = [g.source for g in stage.grafts(config) if not g.optional] + (["teacher"] if stage.reads_teacher else [])
     for source in needed:
-      if source not in stages and not os.path.exists(os.path.join(teacher_dir, source, "best")):
+      if source not in stages and not os.path.exists(records.best_dir(teacher_dir, source)):
         raise FileNotFoundError(f"stage {name!r} reads the trained {source!r} stage, but {teacher_dir} has no "
                                 f"{source}/best: run it first (--stages={source},...) or include it in --stages")
-    stage_dir = os.path.join(teacher_dir if stage.teacher_side else workdir, name)
-    if not os.path.exists(os.path.join(stage_dir, "result.json")):  # a finished stage reads no file again
-      earlier = stages[:stages.index(name)]
+      if source not in stages:
+        ckpt_lib.verify_variables(records.best_dir(teacher_dir, source))  # a damaged file: named, nothing written
+    if not os.path.exists(records.result_path(teacher_dir if stage.teacher_side else workdir, name)):
+      earlier = stages[:stages.index(name)]  # a finished stage reads no weight file again
       grafted = [n for g in stage.grafts(config) for n in g.names if not g.optional or g.source in earlier
-                 or os.path.exists(os.path.join(teacher_dir, g.source, "best"))]
+                 or os.path.exists(records.best_dir(teacher_dir, g.source))]
       pretrained_lib.check(config.model, _from_file(stage, config, grafted))
   parallel.check_global_batch(config.batch_size, parallel.make_mesh(config.num_devices))
   input_lib.check_data_config(config)
@@ -714,6 +695,8 @@ def check_run(config, workdir: str, stages: tuple[str, ...], context: Context | 
   ckpt_lib.check_or_write_config(workdir, config, write=False)
   if teacher_dir != workdir:
     ckpt_lib.check_or_write_config(teacher_dir, config, drop=stages_lib.FIELDS.teacher_neutral, write=False)
+  for directory in {workdir, teacher_dir}:
+    records.check_readable(directory, stages)
   _check_training_split(config, context)
 
 

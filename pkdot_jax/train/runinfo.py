@@ -14,6 +14,7 @@ import time
 import jax
 
 from pkdot_jax.models import pretrained
+from pkdot_jax.train import records
 
 PACKAGES = ("pkdot-jax", "jax", "jaxlib", "flax", "optax", "ott-jax", "orbax-checkpoint", "tensorflow-datasets",
             "grain", "numpy")
@@ -76,14 +77,8 @@ def write(workdir: str, config) -> None:
   """Appends this start's record to run_info.json (one entry per start or resume of the run)."""
   if jax.process_index() != 0:
     return
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, "run_info.json")
-  starts = []
-  if os.path.exists(path):
-    with open(path) as f:
-      starts = json.load(f)
+  path = records.run_info_path(workdir)
+  records.check_readable(workdir, ())
+  starts = records.read_json(path, default=[])
   starts.append(collect(config))
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(starts, f, indent=2)
-  os.replace(tmp, path)
+  records.write_json(path, starts, indent=2)
