@@ -123,7 +123,7 @@ class Checkpointer:
   def __init__(self, directory: str, *, max_to_keep: int = 2, min_interval_secs: float = 0.0):
     self.stage_dir = os.path.abspath(directory)
     self.latest = ocp.CheckpointManager(
-        records.checkpoints_dir(self.stage_dir),
+        records.checkpoints_dir(self.stage_dir), item_handlers=ocp.StandardCheckpointHandler(),
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                              cleanup_tmp_directories=True))
     self.min_interval_secs = float(min_interval_secs)
@@ -144,6 +144,11 @@ class Checkpointer:
     self.wait()
     self.latest.save(step, args=ocp.args.StandardSave(tree))
     self._last_save = time.monotonic()
+
+  def saved_keys(self) -> set[str]:
+    """The top-level keys of the latest checkpoint's tree (an older version saved fewer of them)."""
+    step = self.latest.latest_step()
+    return set() if step is None else set(self.latest.item_metadata(step).keys())
 
   def restore_latest(self, target: Any) -> Any:
     """The newest checkpoint that verifies and restores; a damaged newer one is named on stderr and moved to

@@ -405,10 +405,16 @@ def _restore_or_init(run: _Run, checkpointer) -> tuple[TrainState, _Best, _Epoch
   epoch_loss = _EpochLoss.empty(len(run.members))
   if checkpointer.latest_step() is None:
     return state, best, epoch_loss, 0
-  restored = checkpointer.restore_latest(_checkpoint_tree(state, best, epoch_loss))
+  target = _checkpoint_tree(state, best, epoch_loss)
+  if "epoch_loss" not in checkpointer.saved_keys():
+    # Saved by a version that did not checkpoint the epoch's losses: the resumed epoch's train loss averages
+    # the steps after the resume only (as that version did).
+    target.pop("epoch_loss")
+  restored = checkpointer.restore_latest(target)
   state = state.restored(restored["state"])
-  return (state, _Best.from_tree(restored["best"]), _EpochLoss.from_tree(restored["epoch_loss"]),
-          int(np.asarray(state.step).reshape(-1)[0]))
+  if "epoch_loss" in restored:
+    epoch_loss = _EpochLoss.from_tree(restored["epoch_loss"])
+  return state, _Best.from_tree(restored["best"]), epoch_loss, int(np.asarray(state.step).reshape(-1)[0])
 
 
 # ------------------------------------------------------------------------------------------------ training

@@ -93,6 +93,26 @@ def test_signal_mid_epoch_saves_the_step_and_resume_is_exact(uninterrupted, tmp_
   _assert_same_run(workdir, reference)  # epoch 1's train loss covers its steps before the signal too
 
 
+def test_checkpoint_saved_without_the_epoch_loss_still_resumes(uninterrupted, tmp_path):
+  """A mid-epoch checkpoint written by a version that did not save the epoch's losses resumes to the same
+  final state (that epoch's train loss then averages only the steps after the resume, as that version did)."""
+  config, reference = uninterrupted
+  workdir = str(tmp_path / "run")
+  loop.run_stage("teacher", config, workdir, stop_after_steps=2)
+  ck = checkpoint.Checkpointer(os.path.join(workdir, "teacher"))
+  tree = ck.restore_latest_as_saved()
+  del tree["epoch_loss"]
+  ck.latest.delete(2)
+  ck.save(2, tree, force=True)
+  ck.close()
+  assert checkpoint.Checkpointer(os.path.join(workdir, "teacher")).saved_keys() == {"state", "best"}
+  loop.run_stage("teacher", config, workdir)
+  (step, tree), (_, expected) = _latest(workdir), _latest(reference)
+  assert step == 6
+  for a, b in zip(jax.tree.leaves(tree["state"]), jax.tree.leaves(expected["state"]), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
 def test_signal_at_an_epoch_end_stops_before_the_next_epoch(uninterrupted, tmp_path, monkeypatch):
   config, reference = uninterrupted
   workdir = str(tmp_path / "run")
