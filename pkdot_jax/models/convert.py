@@ -95,6 +95,21 @@ def _translate(name: str, arch: str) -> tuple[str, tuple[str, ...], str] | None:
   return None
 
 
+def _flat_variables(target: Mapping[str, Any]) -> dict[tuple[str, ...], Any]:
+  """The leaves of a backbone's `params` and `batch_stats`, keyed (collection, *path)."""
+  flat = {}
+  for collection in ("params", "batch_stats"):
+    for path, leaf in traverse_util.flatten_dict(dict(target.get(collection, {}))).items():
+      flat[(collection,) + tuple(path)] = leaf
+  return flat
+
+
+def _flax_key(name: str, arch: str) -> tuple[str, ...] | None:
+  """The (collection, *path) of the flax leaf a torchvision tensor name maps to; None for no leaf."""
+  translated = _translate(name, arch)
+  return None if translated is None else (translated[0],) + translated[1] + (translated[2],)
+
+
 def _convert_tensor(name: str, value: np.ndarray, target_shape: tuple[int, ...], is_kernel: bool,
                     first_conv: str) -> np.ndarray:
   value = np.asarray(value, dtype=np.float32)
@@ -132,17 +147,13 @@ def torchvision_to_flax(state_dict: Mapping[str, Any], target: Mapping[str, Any]
   """
   if arch not in ("r3d_18", "resnet18"):
     raise ValueError(f"torchvision_to_flax: arch must be 'r3d_18' or 'resnet18', got {arch!r}")
-  flat_target = {}
-  for collection in ("params", "batch_stats"):
-    for path, leaf in traverse_util.flatten_dict(dict(target.get(collection, {}))).items():
-      flat_target[(collection,) + tuple(path)] = leaf
+  flat_target = _flat_variables(target)
   filled: dict[tuple[str, ...], np.ndarray] = {}
   unknown, duplicated = [], []
   for name, value in state_dict.items():
     if name.startswith(tuple(ignore_prefixes)) or name.endswith(_IGNORED_SUFFIXES):
       continue
-    translated = _translate(name, arch)
-    key = None if translated is None else (translated[0],) + translated[1] + (translated[2],)
+    key = _flax_key(name, arch)
     if key is None or key not in flat_target:
       unknown.append(name if key is None else f"{name} -> {'/'.join(key)}")
       continue
@@ -263,16 +274,12 @@ def first_mismatch(state_dict: Mapping[str, Any], target: Mapping[str, Any], *, 
         f"no torchvision r3d_18 / resnet18 state dict (neither 'stem.0.weight' nor 'conv1.weight'; first " \
         f"tensors: {list(state_dict)[:3]})"
     return f"holds {what}, the backbone is a torchvision {arch} ({_STEMS[arch]!r})"
-  flat_target = {}
-  for collection in ("params", "batch_stats"):
-    for path, leaf in traverse_util.flatten_dict(dict(target.get(collection, {}))).items():
-      flat_target[(collection,) + tuple(path)] = leaf
+  flat_target = _flat_variables(target)
   unknown, seen = [], set()
   for name, value in state_dict.items():
     if name.startswith(tuple(ignore_prefixes)) or name.endswith(_IGNORED_SUFFIXES):
       continue
-    translated = _translate(name, arch)
-    key = None if translated is None else (translated[0],) + translated[1] + (translated[2],)
+    key = _flax_key(name, arch)
     if key is None or key not in flat_target:
       unknown.append(name)
       continue
