@@ -265,7 +265,7 @@ def method_timing(root: str, full: bool) -> tuple[dict[str, dict[str, float]], d
       teachers["wall_s"] += t["wall_s"]
       teachers["compile_s"] += t["compile_s"]
       continue
-    method = methods_lib.base_name(report_lib._overrides_of(run).get("method", run))
+    method = methods_lib.base_name(records.parse_run_name(run).get("method", run))
     entry = per_method.setdefault(method, {"wall_s": 0.0, "compile_s": 0.0})
     entry["wall_s"] += t["wall_s"]
     entry["compile_s"] += t["compile_s"]
