@@ -3,13 +3,16 @@ manual-download source for refusing stale prepared sets, subject look-up."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import importlib.util
 import inspect
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -39,6 +42,30 @@ class ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
   @classmethod
   def code_path(cls) -> epath.Path:
     return epath.Path(inspect.getfile(cls))
+
+  def download_and_prepare(self, *, download_dir=None, download_config=None, **kwargs) -> None:
+    with _shuffle_buffer_in_memory():
+      super().download_and_prepare(download_dir=download_dir, download_config=download_config, **kwargs)
+
+
+@contextlib.contextmanager
+def _shuffle_buffer_in_memory() -> Iterator[None]:
+  """Without TensorFlow, keeps tfds's writer from spilling its shuffle buffer to disk.
+
+  Past 1 GB of serialized records (a BioVid-sized set at the paper's shapes is about 2 GB), the writer moves its
+  buffer into temporary bucket files written with `tf.io.gfile`, which imports TensorFlow: the preparation
+  failed there. Without TensorFlow the whole buffer stays in memory instead, so peak memory during preparation
+  is about the prepared set's size. With TensorFlow installed, tfds's own behaviour is kept."""
+  if importlib.util.find_spec("tensorflow") is not None:
+    yield
+    return
+  from tensorflow_datasets.core import shuffle
+  previous = shuffle.MAX_MEM_BUFFER_SIZE
+  shuffle.MAX_MEM_BUFFER_SIZE = sys.maxsize
+  try:
+    yield
+  finally:
+    shuffle.MAX_MEM_BUFFER_SIZE = previous
 
 
 class BadInputLog:

@@ -89,3 +89,21 @@ def test_privileged_signal_is_useful():
   assert acc["video"] > 0.6
   assert acc["video+physio"] > acc["video"] + 0.12
   assert acc["video+audio"] > acc["video"] + 0.08
+
+
+def test_a_set_larger_than_tfds_shuffle_buffer_builds_without_tensorflow(tmp_path, monkeypatch):
+  """tfds spills its shuffle buffer to bucket files through tf.io.gfile past MAX_MEM_BUFFER_SIZE (1 GB; a
+  BioVid-sized set is about 2 GB). Without TensorFlow the builder keeps the buffer in memory: with the
+  threshold at one byte, the set still builds, with the same records as a build under the default threshold."""
+  import importlib.util
+  from tensorflow_datasets.core import shuffle
+  if importlib.util.find_spec("tensorflow") is not None:
+    pytest.skip("TensorFlow installed: tfds spills through it as usual")
+  reference = synthetic.prepare(tmp_path / "default", "binary_tiny", seed=0)["train"]
+  monkeypatch.setattr(shuffle, "MAX_MEM_BUFFER_SIZE", 1)
+  built = synthetic.prepare(tmp_path / "tiny_buffer", "binary_tiny", seed=0)["train"]
+  assert shuffle.MAX_MEM_BUFFER_SIZE == 1  # restored after the build
+  assert len(built) == len(reference) > 0
+  for i in range(len(reference)):
+    for key, value in reference[i].items():
+      np.testing.assert_array_equal(np.asarray(built[i][key]), np.asarray(value))
