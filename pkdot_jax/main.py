@@ -64,6 +64,9 @@ flags.DEFINE_string("shard", "0/1", "This process's share of the sweep grid, i/n
 flags.DEFINE_bool("quick", False, "The small smoke version (fewer subjects, epochs, folds, seeds).")
 flags.DEFINE_bool("all", False, "The full comparison (every applicable registry loss, each with its "
                   "distillation weight chosen on validation subjects among three values).")
+flags.DEFINE_bool("protocols", False, "The protocol study: the demo's rows under subject-disjoint folds, the "
+                  "authors' clip-level folds with test-fold selection, and those with the authors' frozen student "
+                  "backbone (default workdir runs/protocols).")
 flags.DEFINE_list("methods", None, "A subset of the distillation methods, comma-separated (video_only is always "
                   "needed).")
 flags.DEFINE_string("compilation_cache", os.environ.get("PKDOT_COMPILATION_CACHE",
@@ -102,10 +105,12 @@ _COMMAND_HELP = {
                                "Required."), "stages") + _COMMON),
     "demo": (
         "the main job on the embedded synthetic dataset: teacher, T-Net and every distillation method",
-        ["pkdot demo [--quick | --all] [--methods=video_only,pkdot,...] [--workdir=runs/demo]"],
+        ["pkdot demo [--quick | --all] [--methods=video_only,pkdot,...] [--workdir=runs/demo]",
+         "pkdot demo --protocols [--quick] [--workdir=runs/protocols]"],
         "Trains over subject-disjoint folds and seeds, prints the comparison table and writes a report folder "
         "under the workdir. Resumable: re-running the same command skips the finished runs.",
-        ("quick", "all", "methods", ("workdir", "Root of the demo's runs and report (default: runs/demo).")) + _COMMON),
+        ("quick", "all", "protocols", "methods",
+         ("workdir", "Root of the demo's runs and report (default: runs/demo).")) + _COMMON),
     "sweep": (
         "an ablation grid, one workdir per run, resumable and shardable",
         ["pkdot sweep --sweep=experiments/sweeps/NAME.py --workdir=runs/NAME [--shard=i/n]"],
@@ -128,6 +133,7 @@ _COMMAND_HELP = {
 }
 # Flags that belong to one command only: passing them to another is an error, not silently ignored.
 _COMMAND_ONLY = {"config": "train", "stages": "train", "quick": "demo", "all": "demo", "methods": "demo",
+                 "protocols": "demo",
                  "sweep": "sweep", "shard": "sweep"}
 _CONFIG_COMMANDS = ("train", "data")  # the commands that take --config and its --config.FIELD overrides
 
@@ -356,7 +362,13 @@ def main(argv: list[str], invocation: _Invocation | None = None) -> None:
     from pkdot_jax.study import demo
     kwargs = {"methods": tuple(FLAGS.methods)} if FLAGS.methods else {}
     invocation.running = True
-    demo.main(workdir=FLAGS.workdir or "runs/demo", quick=FLAGS.quick, full=FLAGS.all, **kwargs)
+    if FLAGS.protocols:
+      if FLAGS.all:
+        raise UserError("--protocols runs the demo's default rows: it takes --quick, not --all")
+      from pkdot_jax.study import protocols
+      protocols.main(workdir=FLAGS.workdir or "runs/protocols", quick=FLAGS.quick, **kwargs)
+    else:
+      demo.main(workdir=FLAGS.workdir or "runs/demo", quick=FLAGS.quick, full=FLAGS.all, **kwargs)
   elif command == "sweep":
     from pkdot_jax.study import sweep
     invocation.running = True

@@ -378,7 +378,7 @@ def _report_figures(root: str, out_dir: str, info: dict[str, Any], table: list[d
   return divergences
 
 
-_SMOKE_NOTE = ("**Quick run: a smoke test of the pipeline, not an experiment.** Tiny data and 2-3 epochs per stage "
+SMOKE_NOTE = ("**Quick run: a smoke test of the pipeline, not an experiment.** Tiny data and 2-3 epochs per stage "
                "are too few steps to learn (its rows sit near chance); it checks that every stage runs and the "
                "report builds. `pkdot demo` is the comparison.")
 
@@ -407,7 +407,7 @@ def _report_text(root: str, info: dict[str, Any], table: list[dict], timing: dic
   lines = [
       f"# pkdot-jax demo{' (full comparison)' if full else ' (quick smoke run)' if info['mode'] == 'quick' else ''}:"
       " distillation into a video-only student on the synthetic dataset", "",
-      *([_SMOKE_NOTE, ""] if info["mode"] == "quick" else []),
+      *([SMOKE_NOTE, ""] if info["mode"] == "quick" else []),
       f"Binary task, {len(folds)} subject-disjoint folds x {len(seeds)} seeds ({len(folds) * len(seeds)} "
       f"fold x seed pairs per student row). 'diff vs task_only' is the primary comparison: the same T-Net + fusion "
       f"student trained with the task loss only. Per fold, the mean over seeds of the paired differences (same "

@@ -354,7 +354,12 @@ def training_size_plot(path: str, rows: list[dict[str, Any]], metric: str) -> No
 def main(root: str, group_keys: list[str] | None = None) -> str:
   """Rebuilds summary.md / summary.csv / plots under root and prints the table; a demo workdir (demo.json)
   gets exactly the demo's report, rebuilt under root/report/."""
-  from pkdot_jax.study import demo
+  from pkdot_jax.study import demo, protocols
+  if protocols.is_protocols(root) and group_keys is None:
+    text = protocols.build_report(root)
+    print(text)
+    print(f"\nreport: {os.path.join(root, 'report', 'report.md')}")
+    return text
   if demo.is_demo(root) and group_keys is None:
     text = demo.build_report(root)
     print(text)

@@ -63,6 +63,30 @@ def fold_t_interval(fold_diffs: Iterable[float], confidence: float = 0.95) -> di
   return out
 
 
+def welch_interval(values: Iterable[float], reference: Iterable[float], confidence: float = 0.95
+                   ) -> dict[str, float]:
+  """mean(values) - mean(reference) for two independent samples (e.g. per-fold means under two fold designs that
+  share no folds): Welch's unequal-variance interval and two-sided p-value (Welch-Satterthwaite df)."""
+  from scipy import stats as scipy_stats
+
+  a, b = np.asarray(list(values), np.float64), np.asarray(list(reference), np.float64)
+  out = {"diff": float(a.mean() - b.mean()) if a.size and b.size else float("nan"), "folds": int(min(a.size, b.size)),
+         "diff_low": float("nan"), "diff_high": float("nan"), "p": float("nan"), "df": float("nan")}
+  if a.size < 2 or b.size < 2:
+    return out
+  va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+  se = float(np.sqrt(va + vb))
+  if se == 0:
+    out["p"] = 1.0 if out["diff"] == 0 else float("nan")
+    out.update(diff_low=out["diff"], diff_high=out["diff"])
+    return out
+  df = float((va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1)))
+  half = float(scipy_stats.t.ppf(0.5 + confidence / 2, df)) * se
+  out.update(diff_low=out["diff"] - half, diff_high=out["diff"] + half, df=df,
+             p=float(2 * scipy_stats.t.sf(abs(out["diff"]) / se, df)))
+  return out
+
+
 def holm(p_values: dict[str, float]) -> dict[str, float]:
   """Holm-adjusted p-values (step-down, monotone, capped at 1); NaN p-values are left out and stay NaN."""
   items = sorted(((p, name) for name, p in p_values.items() if np.isfinite(p)), key=lambda x: x[0])
