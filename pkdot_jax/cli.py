@@ -150,7 +150,7 @@ def _load_config(args: list[str]) -> tuple[Any, list[str]]:
   """Takes `--config=SPEC` (or `--config SPEC`) out of args and loads it; checks that every override names a
   field of it (the error lists the fields there are). (None, args) without --config."""
   from pkdot_jax import configs
-  spec, rest, i = None, [], 0
+  spec, rest, i = None, list[str](), 0
   while i < len(args):
     if args[i] == "--config" and (i + 1 == len(args) or args[i + 1].startswith("-")):
       raise UsageError("--config needs a value: a built-in config name or a config file")
@@ -162,15 +162,17 @@ def _load_config(args: list[str]) -> tuple[Any, list[str]]:
     config = None if spec is None else configs.load(spec)
   except UserError as e:  # a config file or variant that does not exist: named as given
     raise type(e)(str(e) if f"{spec!r}" in str(e) else f"--config={spec}: {e}") from e
-  for path in [a.split("=")[0][len("--config."):] for a in rest if a.startswith("--config.")] * (config is not None):
-    node, done = config, []
+  if config is None:
+    return None, rest
+  for path in [a.split("=")[0][len("--config."):] for a in rest if a.startswith("--config.")]:
+    node, done = config, list[str]()
     for part in path.split("."):
       if not hasattr(node, "keys") or part not in node.keys():
         known = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "none (not a group of fields)"
         hint = (f" (a loss's argument: --config.distill.method_kwargs.METHOD.{part})"
                 if done == ["distill", "kwargs"] else "")
         raise UsageError(f"--config.{path}: unknown config field {part!r}; fields of "
-                        f"{'config.' + '.'.join(done) if done else 'the config'}: {known or 'none'}{hint}")
+                         f"{'config.' + '.'.join(done) if done else 'the config'}: {known or 'none'}{hint}")
       node, done = node[part], done + [part]
   return config, rest
 
@@ -197,8 +199,7 @@ def parse(commands: dict[str, Command], argv: list[str]) -> tuple[str, Any, list
   if name not in commands:
     raise _unknown_command(name, commands)
   command = commands[name]
-  takes_config = any(f.kind == "config" for f in command.flags)
-  config, args = _load_config(args) if takes_config else (None, args)
+  config, args = _load_config(args) if any(f.kind == "config" for f in command.flags) else (None, args)
   values = flags.FlagValues()
   try:
     for f in command.flags:
@@ -218,7 +219,7 @@ def parse(commands: dict[str, Command], argv: list[str]) -> tuple[str, Any, list
     raise UsageError(f"`pkdot {name}` needs the subcommand {' '.join(words)} ({got}; see pkdot {name} --help)")
   if len(positional) > len(command.args):
     raise UsageError(f"unexpected argument {positional[len(command.args)]!r} for `pkdot {name}` "
-                    f"(see pkdot {name} --help)")
+                     f"(see pkdot {name} --help)")
   return name, values, positional[len(words):]
 
 

@@ -8,8 +8,8 @@ is locked, so an unknown field is an error).
 Errors: an `errors.UserError` (a usage error here, the schema's `ConfigError`, a missing file the library names,
 a damaged run record, a workdir in use by another process, ...) prints one line `pkdot: error: ...` and exits
 with status 2; `--debug` (or PKDOT_DEBUG=1) prints its traceback first. Any other exception is a bug and keeps
-its traceback (status 1). SIGTERM / SIGINT while a stage trains save a checkpoint and exit with status 143 / 130
-(`train/preemption.py`); re-running resumes. Progress goes to stderr as --verbosity says (console.py), results
+its traceback (status 1). SIGTERM / SIGINT while a stage trains: a checkpoint of the step, then exit status 143 /
+130 (`train/preemption.py`); re-running resumes. Progress goes to stderr as --verbosity says (console.py), results
 to stdout.
 """
 
@@ -26,6 +26,7 @@ from pkdot_jax.train import preemption  # standard library and numpy only: the C
 
 EXIT_USER_ERROR = 2
 
+
 # ------------------------------------------------------------------------------------------------ commands
 def _train(f, args: list[str]) -> None:
   from pkdot_jax.study import report
@@ -40,7 +41,7 @@ def _train(f, args: list[str]) -> None:
 
 def _demo(f, args: list[str]) -> None:
   from pkdot_jax.study import demo
-  demo.main(workdir=f.workdir, quick=f.quick, full=f.all, **({"methods": tuple(f.methods)} if f.methods else {}))
+  demo.main(workdir=f.workdir, quick=f.quick, full=f.all, methods=tuple(f.methods) if f.methods else None)
 
 
 def _sweep(f, args: list[str]) -> None:

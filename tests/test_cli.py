@@ -113,7 +113,10 @@ def test_help_combinations_show_train_help(args):
     (["train", "--workdir=w", "--config.batch_size=4"], ["--config"]),
     (["demo", "--config=synthetic"], ["--config", "train"]),
     (["demo", "--stages=teacher"], ["--stages"]),
-    (["report", "--quick", "w"], ["--quick"]),
+    (["report", "--quick", "w"], ["--quick", "`pkdot demo`"]),
+    (["report", "w", "--compilation_cache=c"], ["--compilation_cache", "`pkdot train`", "`pkdot sweep`"]),
+    (["train", "--config=synthetic", "--workdir=w", "--shard=0/2"], ["--shard", "`pkdot sweep`"]),
+    (["demo", "--config.seeds=0"], ["--config.seeds", "`pkdot train`"]),
     (["report"], ["workdir"]),
     (["sweep", "--workdir=w"], ["--sweep"]),
     (["sweep", "--sweep=no/such/sweep.py", "--workdir=w"], ["no/such/sweep.py"]),
@@ -262,6 +265,20 @@ def test_workdir_of_another_config_is_refused_without_writing(tmp_path):
   proc = pkdot("train", "--config=synthetic:smoke", f"--workdir={workdir}")
   assert_user_error(proc, "another config")
   assert sorted(os.listdir(workdir)) == ["config.json"]  # no run_info.json either
+
+
+@pytest.mark.parametrize("raised,user_error", [("errors.ConfigError('variant x: no such variant')", True),
+                                               ("TypeError('a bug in get_config')", False)])
+def test_a_config_file_error_is_a_user_error_only_when_it_says_so(raised, user_error, tmp_path):
+  """A config file's get_config() that refuses its variant is one line; one that fails otherwise is a bug."""
+  path = tmp_path / "exp.py"
+  path.write_text(f"from pkdot_jax import errors\n\ndef get_config(arg=''):\n  raise {raised}\n")
+  proc = pkdot("train", f"--config={path}:x", f"--workdir={tmp_path / 'w'}")
+  if user_error:
+    assert_user_error(proc, f"--config={path}:x: variant x: no such variant")
+  else:
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "a bug in get_config" in proc.stderr, proc.stderr
+  assert not (tmp_path / "w").exists()
 
 
 @pytest.mark.parametrize("how", ["flag", "env"])
