@@ -393,9 +393,11 @@ def doc_commands():
 
 def parse_command(line):
   """Parses (or, for help, resolves) a documented command without running it; `...` and `--config.FIELD=VALUE`
-  placeholders are left out, `--config=...` stands for the synthetic config and a shell variable for 0."""
+  placeholders are left out; `--config=...` stands for the synthetic config, COMMAND for train, a shell variable
+  for 0."""
   from pkdot_jax import cli, main
-  argv = [re.sub(r"\$\w+", "0", w).replace("--config=...", "--config=synthetic") for w in shlex.split(line)
+  placeholders = {"--config=...": "--config=synthetic", "COMMAND": "train"}
+  argv = [placeholders.get(w, re.sub(r"\$\w+", "0", w)) for w in shlex.split(line)
           if w != "..." and not w.startswith("--config.FIELD")]
   if cli.help_topic(main.COMMANDS, argv) is None:
     cli.parse(main.COMMANDS, argv)
