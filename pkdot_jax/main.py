@@ -100,8 +100,8 @@ COMMANDS = {
         (Flag("quick", "bool", "The small smoke version (fewer subjects, epochs, folds, seeds).", False),
          Flag("all", "bool", "The full comparison: every applicable registry loss, each with its distillation "
               "weight chosen on validation subjects among three values.", False),
-         Flag("methods", "list", "A subset of the distillation methods (video_only is always needed).",
-              metavar="a,b"),
+         Flag("methods", "list", "A subset of the methods; it includes video_only and task_only, the two the "
+              "others are compared with.", metavar="a,b"),
          Flag("workdir", "string", "Root of the demo's runs and report.", "runs/demo", "DIR")) + _RUNTIME, _demo),
     "sweep": Command(
         "an ablation grid, one workdir per run, resumable and shardable",
