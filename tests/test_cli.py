@@ -3,8 +3,11 @@
 No test trains: every command here stops at help, at a bad input, or at the checks that run before training.
 """
 
+import glob
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 
@@ -110,7 +113,10 @@ def test_help_combinations_show_train_help(args):
     (["train", "--workdir=w", "--config.batch_size=4"], ["--config"]),
     (["demo", "--config=synthetic"], ["--config", "train"]),
     (["demo", "--stages=teacher"], ["--stages"]),
-    (["report", "--quick", "w"], ["--quick"]),
+    (["report", "--quick", "w"], ["--quick", "`pkdot demo`"]),
+    (["report", "w", "--compilation_cache=c"], ["--compilation_cache", "`pkdot train`", "`pkdot sweep`"]),
+    (["train", "--config=synthetic", "--workdir=w", "--shard=0/2"], ["--shard", "`pkdot sweep`"]),
+    (["demo", "--config.seeds=0"], ["--config.seeds", "`pkdot train`"]),
     (["report"], ["workdir"]),
     (["sweep", "--workdir=w"], ["--sweep"]),
     (["sweep", "--sweep=no/such/sweep.py", "--workdir=w"], ["no/such/sweep.py"]),
@@ -168,7 +174,7 @@ def test_bad_values_fail_in_one_line_before_anything_is_written(override, fragme
 
 CHECKS = """
 import sys
-from pkdot_jax import configs, main
+from pkdot_jax import configs, errors
 from pkdot_jax.train import loop
 
 def fails(fragment, **fields):
@@ -183,7 +189,7 @@ def fails(fragment, **fields):
   try:
     loop.check_run(config, sys.argv[1], tuple(config.pipeline))
   except Exception as e:
-    assert main.is_user_error(e, running=False), repr(e)
+    assert isinstance(e, errors.UserError), repr(e)
     assert fragment in str(e), (fragment, str(e))
   else:
     raise AssertionError(f"no error for {fields}")
@@ -218,13 +224,11 @@ def test_config_checks_before_training(tmp_path):
 
 CHECK_ONLY = """
 import sys
-from pkdot_jax import main
+from pkdot_jax import cli, main
 from pkdot_jax.train import loop
-invocation = main._Invocation()
-argv = main._resolve_config_names(sys.argv, invocation)
-main._parse_flags(argv, invocation)
-stages = tuple(main.FLAGS.stages or main.FLAGS.config.pipeline)
-loop.check_run(main.FLAGS.config, main.FLAGS.workdir, stages)
+_, flags, _ = cli.parse(main.COMMANDS, sys.argv)
+stages = tuple(flags.stages or flags.config.pipeline)
+loop.check_run(flags.config, flags.workdir, stages)
 print("checked", ",".join(stages))
 """
 
@@ -263,6 +267,20 @@ def test_workdir_of_another_config_is_refused_without_writing(tmp_path):
   assert sorted(os.listdir(workdir)) == ["config.json"]  # no run_info.json either
 
 
+@pytest.mark.parametrize("raised,user_error", [("errors.ConfigError('variant x: no such variant')", True),
+                                               ("TypeError('a bug in get_config')", False)])
+def test_a_config_file_error_is_a_user_error_only_when_it_says_so(raised, user_error, tmp_path):
+  """A config file's get_config() that refuses its variant is one line; one that fails otherwise is a bug."""
+  path = tmp_path / "exp.py"
+  path.write_text(f"from pkdot_jax import errors\n\ndef get_config(arg=''):\n  raise {raised}\n")
+  proc = pkdot("train", f"--config={path}:x", f"--workdir={tmp_path / 'w'}")
+  if user_error:
+    assert_user_error(proc, f"--config={path}:x: variant x: no such variant")
+  else:
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "a bug in get_config" in proc.stderr, proc.stderr
+  assert not (tmp_path / "w").exists()
+
+
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_debug_shows_the_traceback(how, tmp_path):
   args = ["train", "--config=synthetic:no_such_variant", f"--workdir={tmp_path / 'run'}"]
@@ -273,10 +291,10 @@ def test_debug_shows_the_traceback(how, tmp_path):
 
 
 BUG_BEFORE_RUNNING = """
-from pkdot_jax import main
-def broken(command):
-  raise RuntimeError("a bug")
-main._check_flags = broken
+from pkdot_jax import cli, main
+def broken(commands, name, values):
+  raise {error}("a bug")
+cli.check_required = broken
 main.run(["pkdot", "report", "somewhere"])
 """
 
@@ -284,34 +302,37 @@ BUG_WHILE_RUNNING = """
 from pkdot_jax import main
 from pkdot_jax.study import report
 def broken(workdir):
-  raise KeyError("a bug")
+  raise {error}("a bug")
 report.main = broken
 main.run(["pkdot", "report", "somewhere"])
 """
 
 
 @pytest.mark.parametrize("code", [BUG_BEFORE_RUNNING, BUG_WHILE_RUNNING])
-def test_a_bug_keeps_its_traceback(code):
-  proc = pkdot(code=code)
+@pytest.mark.parametrize("error", ["RuntimeError", "KeyError", "ValueError", "TypeError", "AttributeError",
+                                   "FileNotFoundError"])
+def test_a_bug_keeps_its_traceback(code, error):
+  """Only the user-error types are one line: the built-in ones, raised by a bug, keep their traceback."""
+  proc = pkdot(code=code.format(error=error))
   assert proc.returncode == 1, proc.stderr
-  assert "Traceback" in proc.stderr and "a bug" in proc.stderr
+  assert "Traceback" in proc.stderr and "a bug" in proc.stderr and error in proc.stderr
   assert "pkdot: error" not in proc.stderr
 
 
 def test_user_error_types():
-  from absl import flags
+  """The library's user errors are `errors.UserError`s and stay what their callers catch."""
+  from pkdot_jax import errors
+  from pkdot_jax.data import io
+  from pkdot_jax.train import locks, records, schema
 
-  from pkdot_jax import main
-
-  for error in (ValueError("x"), FileNotFoundError("x"), main.UserError("x"), flags.Error("x")):
-    assert main.is_user_error(error, running=False)
-  for error in (ValueError("x"), FileNotFoundError("x"), main.UserError("x")):
-    assert main.is_user_error(error, running=True)
-  for error in (KeyError("x"), AttributeError("x"), TypeError("x")):
-    assert main.is_user_error(error, running=False)  # config access and config checks
-    assert not main.is_user_error(error, running=True)  # inside the trainer: a bug
-  for error in (RuntimeError("x"), IndexError("x"), ZeroDivisionError()):
-    assert not main.is_user_error(error, running=False) and not main.is_user_error(error, running=True)
+  for kind, builtin in [(schema.ConfigError, ValueError), (errors.ConfigError, ValueError),
+                        (errors.MissingError, FileNotFoundError), (records.RecordError, ValueError),
+                        (io.BadInputError, ValueError), (io.StaleDatasetError, ValueError),
+                        (locks.InUse, RuntimeError)]:
+    assert issubclass(kind, errors.UserError) and issubclass(kind, builtin), kind
+  assert str(errors.MissingError("no file x")) == "no file x"
+  for builtin in (ValueError, FileNotFoundError, KeyError, TypeError, AttributeError, RuntimeError):
+    assert not issubclass(builtin, errors.UserError)
 
 
 # ---------------------------------------------------------------------------------------------- the run record
@@ -342,3 +363,61 @@ def test_report_names_an_unreadable_result(tmp_path):
   (run / "config.json").write_text(json.dumps({"data": {"fold": 0}, "model": {"task": "classification"}}))
   (run / "student" / "result.json").write_text('{"members": [')
   assert_user_error(pkdot("report", tmp_path), f"{run / 'student' / 'result.json'}: ")
+
+
+# ---------------------------------------------------------------------------------- commands in the documentation
+def doc_commands():
+  """(file, command line) for every `pkdot ...` of README.md and docs/*.md: shell lines of fenced blocks (not
+  python ones; their code spans where they have some) and inline code spans; `[a | b]` is taken as `a`, `x|y`
+  in the command's place as each of them."""
+  found = []
+  for path in [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md"))):
+    text = open(path).read()
+    blocks = re.findall(r"^\s*```(\w*)\n(.*?)^\s*```", text, re.S | re.M)
+    lines = [piece for lang, body in blocks if lang != "python" for line in body.replace("\\\n", " ").splitlines()
+             for piece in (re.findall(r"`([^`]+)`", line) if "`" in line else [line])]
+    prose = re.sub(r"^\s*```.*?^\s*```", "", text, flags=re.S | re.M)
+    lines += [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", prose)]
+    for line in lines:
+      for part in re.split(r"&&|;|\s&\s|\s&$|#", line):
+        match = re.search(r"(?:^|\s)(pkdot(?:\s.*)?)$", part.strip())
+        if match and not re.match(r"pkdot\s*[=(.]", match.group(1)):
+          command = re.sub(r"\[([^\[\]]*)\]", lambda m: m.group(1).split("|")[0], match.group(1))
+          words = command[:-1].split() if command.count(")") > command.count("(") else command.split()
+          if len(words) > 1 and not re.fullmatch(r"[-\w|.=/]+", words[1]):  # prose: "the pkdot command), ..."
+            continue
+          for name in words[1].split("|") if len(words) > 1 else [""]:
+            found.append((os.path.relpath(path, ROOT), " ".join(words[:1] + [name] + words[2:]).strip()))
+  return found
+
+
+def parse_command(line):
+  """Parses (or, for help, resolves) a documented command without running it; `...` and `--config.FIELD=VALUE`
+  placeholders are left out; `--config=...` stands for the synthetic config, COMMAND for train, a shell variable
+  for 0."""
+  from pkdot_jax import cli, main
+  placeholders = {"--config=...": "--config=synthetic", "COMMAND": "train"}
+  argv = [placeholders.get(w, re.sub(r"\$\w+", "0", w)) for w in shlex.split(line)
+          if w != "..." and not w.startswith("--config.FIELD")]
+  if cli.help_topic(main.COMMANDS, argv) is None:
+    cli.parse(main.COMMANDS, argv)
+
+
+def test_documented_commands_parse():
+  from pkdot_jax import errors, main
+
+  found = doc_commands()
+  assert {line.split()[1] for _, line in found if len(line.split()) > 1} >= set(COMMANDS)
+  assert len(found) >= 30, found
+  examples = [("help", e) for c in main.COMMANDS.values() for e in c.examples]
+  failures = []
+  for where, line in found + examples:
+    try:
+      parse_command(line)
+    except errors.UserError as e:
+      failures.append(f"{where}: {line}: {e}")
+  assert not failures, "\n".join(failures)
+  for wrong in ("pkdot report --quick runs/x", "pkdot demo --stages=teacher", "pkdot train --config=synthetic "
+                "--config.distill.methd=pkt", "pkdot sweep --shard"):
+    with pytest.raises(errors.UsageError):
+      parse_command(wrong)

@@ -17,6 +17,8 @@ import os
 
 import ml_collections
 
+from pkdot_jax import errors
+
 BUILTIN = ("synthetic", "biovid_binary", "biovid_5class", "affwild2_va")
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -27,7 +29,7 @@ def resolve(spec: str) -> str:
   if path in BUILTIN:
     path = os.path.join(_HERE, path + ".py")
   elif not os.path.isfile(path):
-    raise FileNotFoundError(f"config {spec!r}: no file {path!r} and not a built-in config name "
+    raise errors.MissingError(f"config {spec!r}: no file {path!r} and not a built-in config name "
                             f"({', '.join(BUILTIN)})")
   return os.path.abspath(path) + sep + variant
 
@@ -36,7 +38,7 @@ def load_module(path: str, name: str):
   """Imports a Python file as a module (config and sweep files)."""
   spec = importlib.util.spec_from_file_location(name, path)
   if spec is None or spec.loader is None:
-    raise FileNotFoundError(f"cannot load {path}")
+    raise errors.MissingError(f"cannot load {path}")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module

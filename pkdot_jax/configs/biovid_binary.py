@@ -65,6 +65,7 @@ either `video/<subject>/<sample>.mp4` or pre-extracted face crops `frames/<subje
 
 from __future__ import annotations
 
+from pkdot_jax import errors
 from pkdot_jax.configs import common
 
 VARIANTS = ("authors", "partb", "smoke")
@@ -76,8 +77,8 @@ def parse_variants(arg: str, name: str, allowed=VARIANTS) -> set[str]:
   variants = {v.strip() for v in arg.split(",") if v.strip()}
   unknown = variants - set(allowed)
   if unknown:
-    raise ValueError(f"{name} config: unknown variant(s) {sorted(unknown)}; use a comma-separated subset of "
-                     f"{list(allowed)}")
+    raise errors.ConfigError(f"{name} config: unknown variant(s) {sorted(unknown)}; use a comma-separated subset of "
+                             f"{list(allowed)}")
   return variants
 
 

@@ -7,6 +7,7 @@ Data: generated on first use under config.data.data_dir (no download). Pipeline:
 gated per-sample fusion) -> T-Net (MSE) -> student (video + T-Net + fusion) with task + 0.6 x PKDOT.
 """
 
+from pkdot_jax import errors
 from pkdot_jax.configs import common
 
 
@@ -79,6 +80,6 @@ def get_config(arg: str = ""):
       config.stages.student.num_epochs = 2
       config.distill.method_kwargs = {"pkdot": {"k": 4, "epsilon": 0.01}}
   elif arg:
-    raise ValueError(f"synthetic config: unknown variant {arg!r} (use '', 'smoke', 'demo', 'demo_quick', 'demo_all' "
-                     f"or 'demo_size')")
+    raise errors.ConfigError(f"synthetic config: unknown variant {arg!r} (use '', 'smoke', 'demo', 'demo_quick', "
+                             f"'demo_all' or 'demo_size')")
   return config

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from pkdot_jax import errors
+
 DATASETS = ("pkdot_synthetic", "biovid", "affwild2")
 
 
@@ -22,9 +24,9 @@ def prepare(name: str, data_dir: str, *, config_name: str, manual_dir: str = "",
   """
   data_dir = os.path.expanduser(data_dir)
   if name not in DATASETS:
-    raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    raise errors.ConfigError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
   if name != "pkdot_synthetic" and not manual_dir:
-    raise ValueError(missing_manual_dir(name))
+    raise errors.ConfigError(missing_manual_dir(name))
   from pkdot_jax.train import locks
   # Processes building into one data dir (sweep shards, the tasks of a job) take turns: the first builds, the
   # others wait, then find it built and read it (tfds renames a finished build into place, two at once clash).

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from pkdot_jax import data as data_lib
+from pkdot_jax import errors as errors_lib
 from pkdot_jax.data import folds as folds_lib
 from pkdot_jax.data import io as io_lib
 
@@ -128,8 +129,8 @@ def fold_lines(config, found: Found) -> list[str]:
   select_on_test = bool(dcfg.get("select_on_test", False))
   if dcfg.protocol == "official":
     if "validation" not in found.splits:
-      raise ValueError(f"config.data.protocol='official' needs an official validation split; {dcfg.name!r} has "
-                       f"{sorted(found.splits)}")
+      raise errors_lib.ConfigError(f"config.data.protocol='official' needs an official validation split; "
+                                   f"{dcfg.name!r} has {sorted(found.splits)}")
     train = found.splits["train"]
     train_idx, val_idx = input_lib._holdout_subjects(  # pylint: disable=protected-access
         np.asarray(train.subjects), float(dcfg.val_fraction), int(dcfg.fold_seed))
@@ -215,12 +216,12 @@ def run(config, out: Callable[[str], None] = print, progress: Callable[[str], No
   from pkdot_jax.train import input as input_lib
   input_lib.check_data_config(config)
   if config.data.name == "pkdot_synthetic":
-    raise ValueError("pkdot data check reads a manual download (biovid, affwild2); config.data.name is "
-                     "'pkdot_synthetic', which is generated, not downloaded")
+    raise errors_lib.ConfigError("pkdot data check reads a manual download (biovid, affwild2); config.data.name "
+                                 "is 'pkdot_synthetic', which is generated, not downloaded")
   found = scan_download(config, progress)
   lines, errors = report(config, found)
   for line in lines:
     out(line)
   if errors:
     more = f" (and {len(errors) - 1} more problem(s) above)" if len(errors) > 1 else ""
-    raise ValueError(errors[0].splitlines()[0] + more)
+    raise io_lib.BadInputError(errors[0].splitlines()[0] + more)

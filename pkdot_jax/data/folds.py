@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from pkdot_jax import errors
+
 Fold = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
@@ -47,7 +49,7 @@ def subject_folds(subjects: Sequence[int] | np.ndarray, num_folds: int, val_frac
   _check_common(subjects.size, num_folds, val_fraction)
   unique = np.unique(subjects)
   if num_folds > unique.size:
-    raise ValueError(f"num_folds ({num_folds}) exceeds the number of distinct subjects ({unique.size})")
+    raise errors.ConfigError(f"num_folds ({num_folds}) exceeds the number of distinct subjects ({unique.size})")
   rng = np.random.default_rng(seed)
   order = rng.permutation(unique)
   groups = [order[k::num_folds] for k in range(num_folds)]
@@ -87,7 +89,7 @@ def authors_clip_folds(num_examples: int, num_folds: int, val_fraction: float = 
   """
   _check_common(num_examples, num_folds, val_fraction)
   if num_folds > num_examples:
-    raise ValueError(f"num_folds ({num_folds}) exceeds num_examples ({num_examples})")
+    raise errors.ConfigError(f"num_folds ({num_folds}) exceeds num_examples ({num_examples})")
   rng = np.random.default_rng(seed)
   fold_of = np.empty(num_examples, np.int64)
   if labels is None:

@@ -19,15 +19,17 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from pkdot_jax import errors
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class BadInputError(ValueError):
+class BadInputError(errors.UserError, ValueError):
   """A manual-download file that cannot be used (missing, unreadable, wrong columns, too short, NaN/Inf)."""
 
 
-class StaleDatasetError(ValueError):
+class StaleDatasetError(errors.UserError, ValueError):
   """A prepared dataset directory was built from another source (manual dir, files or options) than asked for."""
 
 

@@ -60,6 +60,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from pkdot_jax import errors
 from pkdot_jax.models.assemblies import Student, Teacher, Unimodal
 from pkdot_jax.models.backbones import AudioLogMelResNet, PhysioCNN1D, PhysioSpectrogramResNet
 from pkdot_jax.models.framecnn import FrameCNN
@@ -115,13 +116,13 @@ def default_config(size: str = "tiny") -> ml_collections.ConfigDict:
 
 def _dtype(cfg: ml_collections.ConfigDict) -> Any:
   if cfg.dtype not in _DTYPES:
-    raise ValueError(f"model config: dtype must be one of {sorted(_DTYPES)}, got {cfg.dtype!r}")
+    raise errors.ConfigError(f"model config: dtype must be one of {sorted(_DTYPES)}, got {cfg.dtype!r}")
   return _DTYPES[cfg.dtype]
 
 
 def _check_choice(field: str, value: Any, choices: tuple[str, ...]) -> None:
   if value not in choices:
-    raise ValueError(f"model config: {field} must be one of {choices}, got {value!r}")
+    raise errors.ConfigError(f"model config: {field} must be one of {choices}, got {value!r}")
 
 
 def visual_dim(cfg: ml_collections.ConfigDict) -> int:
@@ -151,8 +152,8 @@ def build_privileged_backbone(cfg: ml_collections.ConfigDict):
   net, dtype = cfg.privileged_net, _dtype(cfg)
   if cfg.privileged_backbone == "cnn1d":
     if cfg.privileged != "physio":
-      raise ValueError(f"model config: privileged_backbone 'cnn1d' works on the raw physio window only, got "
-                       f"privileged={cfg.privileged!r}")
+      raise errors.ConfigError(f"model config: privileged_backbone 'cnn1d' works on the raw physio window only, got "
+                               f"privileged={cfg.privileged!r}")
     return PhysioCNN1D(widths=tuple(net.cnn_widths), kernel_size=int(net.cnn_kernel), dtype=dtype)
   resnet = dict(widths=tuple(net.widths), blocks=tuple(net.blocks), stem_width=int(net.stem_width), dtype=dtype)
   if cfg.privileged == "physio":
@@ -169,8 +170,8 @@ def build_fusion(cfg: ml_collections.ConfigDict):
   _check_choice("task", cfg.task, ("classification", "regression"))
   for name, dim in (("visual", visual_dim(cfg)), ("privileged", privileged_dim(cfg))):
     if f.kind != "concat" and dim % f.num_tokens:
-      raise ValueError(f"model config: fusion.num_tokens={f.num_tokens} must divide the {name} embedding "
-                       f"size {dim}")
+      raise errors.ConfigError(f"model config: fusion.num_tokens={f.num_tokens} must divide the {name} embedding "
+                               f"size {dim}")
   common = dict(num_outputs=int(cfg.num_outputs), task=cfg.task, embed_dim=int(f.embed_dim))
   if f.kind == "gated":
     return GatedCrossAttentionFusion(num_tokens=int(f.num_tokens), num_heads=int(f.num_heads),
@@ -215,8 +216,8 @@ def build_unimodal(cfg: ml_collections.ConfigDict, modality: str) -> Unimodal:
   elif modality == cfg.privileged:
     backbone = dict(privileged_backbone=build_privileged_backbone(cfg))
   else:
-    raise ValueError(f"build_unimodal: modality must be 'video' or the configured privileged modality "
-                     f"{cfg.privileged!r}, got {modality!r}")
+    raise errors.ConfigError(f"build_unimodal: modality must be 'video' or the configured privileged modality "
+                             f"{cfg.privileged!r}, got {modality!r}")
   _check_choice("task", cfg.task, ("classification", "regression"))
   return Unimodal(privileged_key=cfg.privileged, num_outputs=int(cfg.num_outputs), task=cfg.task, **backbone)
 

@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
+from pkdot_jax import errors
 from pkdot_jax.models import convert, factory
 
 
@@ -60,12 +61,13 @@ def backbone_target(cfg: ml_collections.ConfigDict, name: str) -> dict[str, Any]
   if name == "visual_backbone":
     arch = cfg.video.get("arch", "r3d18")
     if arch != "r3d18":
-      raise ValueError(f"{field(name)}: torchvision weights fit config.model.video.arch='r3d18' only, got {arch!r}")
+      raise errors.ConfigError(f"{field(name)}: torchvision weights fit config.model.video.arch='r3d18' only, "
+                               f"got {arch!r}")
     module, key = factory.build_video_backbone(cfg), "video"
   else:
     if cfg.privileged_backbone != "resnet2d18":
-      raise ValueError(f"{field(name)}: torchvision weights fit config.model.privileged_backbone='resnet2d18' "
-                       f"only, got {cfg.privileged_backbone!r}")
+      raise errors.ConfigError(f"{field(name)}: torchvision weights fit config.model.privileged_backbone='resnet2d18' "
+                               f"only, got {cfg.privileged_backbone!r}")
     module, key = factory.build_privileged_backbone(cfg), cfg.privileged
   example = jax.ShapeDtypeStruct((1, *cfg.input_shapes[key]), jnp.float32)
   variables = jax.eval_shape(lambda x: module.init(jax.random.key(0), x, train=False), example)
@@ -83,27 +85,27 @@ def load(cfg: ml_collections.ConfigDict, name: str) -> dict[str, Any]:
   from its configured file; ValueError in one line when the file is missing, unreadable or does not fit."""
   path = configured(cfg).get(name)
   if path is None:
-    raise ValueError(f"{field(name)} is empty")
+    raise errors.ConfigError(f"{field(name)} is empty")
   where = f"{field(name)}={path}"
   if not os.path.isfile(path):
-    raise ValueError(f"{where}: no such file")
+    raise errors.ConfigError(f"{where}: no such file")
   target = backbone_target(cfg, name)
   try:
     state = convert.load_state_dict(path)
   except ValueError as e:
-    raise ValueError(f"{where}: {' '.join(str(e).split())}") from None
+    raise errors.ConfigError(f"{where}: {' '.join(str(e).split())}") from None
   except Exception as e:  # pylint: disable=broad-except  (a truncated zip, a pickle that is not a state dict)
-    raise ValueError(f"{where}: cannot be read as a weight file ({type(e).__name__}: "
-                     f"{' '.join(str(e).split())})") from None
+    raise errors.ConfigError(f"{where}: cannot be read as a weight file ({type(e).__name__}: "
+                             f"{' '.join(str(e).split())})") from None
   arch = BACKBONES[name].arch
   problem = convert.first_mismatch(state, target, arch=arch)
   if problem:
-    raise ValueError(f"{where}: {problem}")
+    raise errors.ConfigError(f"{where}: {problem}")
   converted = convert.torchvision_to_flax(state, target, arch=arch)
   for key, value in traverse_util.flatten_dict(converted).items():  # NaN would only surface as a NaN loss
     if not np.all(np.isfinite(value)) or (key[-1] == "var" and np.any(value < 0)):
       what = "non-finite values" if not np.all(np.isfinite(value)) else "negative running variances"
-      raise ValueError(f"{where}: tensor {convert.torch_name(key, arch)!r} holds {what}")
+      raise errors.ConfigError(f"{where}: tensor {convert.torch_name(key, arch)!r} holds {what}")
   return converted
 
 

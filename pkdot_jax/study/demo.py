@@ -31,6 +31,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from pkdot_jax import errors
 from pkdot_jax.study import methods as methods_lib
 from pkdot_jax.study import report as report_lib
 from pkdot_jax.study import stats as stats_lib
@@ -47,7 +48,7 @@ CONFIDENCE = 0.95
 
 def _variant(quick: bool, full: bool) -> str:
   if quick and full:
-    raise ValueError("choose one of --quick and --all")
+    raise errors.UsageError("choose one of --quick and --all")
   return "demo_quick" if quick else "demo_all" if full else "demo"
 
 
@@ -61,8 +62,8 @@ def _run_method(name: str, full: bool) -> str:
 def demo_sweep(quick: bool, methods: tuple[str, ...] = methods_lib.DEMO_METHODS, full: bool = False) -> dict:
   for needed in (methods_lib.VIDEO_ONLY, methods_lib.CONTROL):
     if needed not in methods:
-      raise ValueError(f"the demo compares every method with {methods_lib.CONTROL} and {methods_lib.VIDEO_ONLY}: "
-                       f"include {needed}")
+      raise errors.UsageError(f"the demo compares every method with {methods_lib.CONTROL} and "
+                              f"{methods_lib.VIDEO_ONLY}: include {needed}")
   config = sweep_lib.load_config(f"{CONFIG}:{_variant(quick, full)}")
   return {"config": f"{CONFIG}:{_variant(quick, full)}", "base": {"seeds": SEEDS},
           "grid": {"method": [_run_method(m, full) for m in methods],

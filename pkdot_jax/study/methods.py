@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pkdot_jax import errors
+
 METHODS: dict[str, dict[str, Any]] = {
     "video_only": {"model.student.mode": "video_only", "distill.method": "none"},
     "task_only": {"distill.method": "none"},
@@ -113,5 +115,5 @@ def overrides(name: str) -> dict[str, Any]:
   if name.endswith(GRID_SUFFIX):
     return {**overrides(base_name(name)), **weight_grid(base_name(name))}
   if name not in METHODS:
-    raise ValueError(f"unknown method {name!r}; methods are {', '.join(sorted(METHODS))}")
+    raise errors.UsageError(f"unknown method {name!r}; methods are {', '.join(sorted(METHODS))}")
   return dict(METHODS[name])

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from pkdot_jax import errors
 from pkdot_jax import metrics as metrics_lib
 from pkdot_jax.study import stats as stats_lib
 from pkdot_jax.train import loop, records
@@ -367,7 +368,7 @@ def main(root: str, group_keys: list[str] | None = None) -> str:
     return text
   rows = collect(root)
   if not rows:
-    raise FileNotFoundError(f"no finished runs (student/result.json) under {root}")
+    raise errors.MissingError(f"no finished runs (student/result.json) under {root}")
   task = records.read_dict(records.config_path(records.run_dirs(root)[0]))["model"]["task"]
   metric = f"test_{primary_metric(task)}"
   if group_keys is None:

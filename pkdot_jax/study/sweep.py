@@ -39,6 +39,7 @@ from typing import Any, Callable
 
 import ml_collections
 
+from pkdot_jax import errors
 from pkdot_jax import configs as configs_lib
 from pkdot_jax import console
 from pkdot_jax.train import checkpoint, locks, loop, parallel, preemption, records, stages
@@ -69,11 +70,11 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
     node = config
     for key in parents:
       if key not in node:
-        raise ValueError(f"override {path!r}: config has no field {key!r}")
+        raise errors.ConfigError(f"override {path!r}: config has no field {key!r}")
       node = node[key]
     if leaf not in node and path not in stages.FIELDS.optional \
         and not (isinstance(node, ml_collections.ConfigDict) and parents[-1:] == ["kwargs"]):
-      raise ValueError(f"override {path!r}: config has no field {leaf!r}")
+      raise errors.ConfigError(f"override {path!r}: config has no field {leaf!r}")
     value = ml_collections.ConfigDict(value) if isinstance(value, dict) else _freeze(value)
     if leaf in node and isinstance(value, tuple) and not isinstance(node[leaf], tuple):
       del node[leaf]  # a scalar field given a list of values (distill.weight: one member per value)
@@ -94,7 +95,7 @@ def expand(sweep: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     runs.append((run_name(overrides), {**sweep.get("base", {}), **overrides}))
   names = [r[0] for r in runs]
   if len(set(names)) != len(names):
-    raise ValueError("sweep grid has duplicate runs")
+    raise errors.ConfigError("sweep grid has duplicate runs")
   return runs
 
 
@@ -102,9 +103,9 @@ def parse_shard(shard: str) -> tuple[int, int]:
   try:
     index, count = (int(x) for x in shard.split("/"))
   except ValueError:
-    raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {shard!r}") from None
+    raise errors.UsageError(f"--shard must look like i/n (e.g. 0/4), got {shard!r}") from None
   if count < 1 or not 0 <= index < count:
-    raise ValueError(f"--shard {shard}: need 0 <= i < n")
+    raise errors.UsageError(f"--shard {shard}: need 0 <= i < n")
   return index, count
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from pkdot_jax import errors
 from pkdot_jax.train import checksums, records, schema
 
 # Fields that may change between a run and its resume without changing what the run computes.
@@ -97,8 +98,8 @@ def check_or_write_config(workdir: str, config, drop: tuple[str, ...] = (), *, w
     if differing:
       details = "; ".join(f"{k}: saved {a.get(k, '<absent>')!r}, now {b.get(k, '<absent>')!r}"
                           for k in differing[:10])
-      raise ValueError(f"workdir {workdir} holds a run with another config (differing fields: {details}). "
-                       f"Use a new --workdir, or restore the original values to resume.")
+      raise errors.ConfigError(f"workdir {workdir} holds a run with another config (differing fields: {details}). "
+                               f"Use a new --workdir, or restore the original values to resume.")
     return
   if not write:
     return
@@ -262,7 +263,7 @@ def verify_variables(path: str) -> bool:
 def load_variables(path: str, like: Any | None = None) -> Any:
   path = os.path.abspath(path)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} does not exist: run the stage that writes it first")
+    raise errors.MissingError(f"{path} does not exist: run the stage that writes it first")
   verify_variables(path)
   checkpointer = ocp.StandardCheckpointer()
   with _orbax_errors(path):

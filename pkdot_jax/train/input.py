@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from pkdot_jax import errors
 from pkdot_jax import data as data_lib
 from pkdot_jax.data import folds as folds_lib
 from pkdot_jax.data import io as io_lib
@@ -46,7 +47,7 @@ class Data:
               transforms, skip_batches: int = 0) -> Iterator[dict[str, np.ndarray]]:
     shard_index, shard_count = parallel.process_shard()
     if batch_size % shard_count:
-      raise ValueError(f"batch size {batch_size} is not divisible by the {shard_count} processes")
+      raise errors.ConfigError(f"batch size {batch_size} is not divisible by the {shard_count} processes")
     loader = loader_lib.make_loader(
         split.source, split.indices, batch_size=batch_size // shard_count, shuffle=shuffle, seed=seed,
         num_epochs=1, drop_remainder=drop_remainder, transforms=transforms, shard_index=shard_index,
@@ -102,8 +103,8 @@ def _check_sampling_rates(source, config) -> None:
   for key, modality, field, model_fs in checks:
     if key in metadata and mcfg.privileged == modality and mcfg.privileged_backbone == "resnet2d18" \
         and float(metadata[key]) != float(model_fs):
-      raise ValueError(f"dataset {config.data.name!r} stores {modality} at {metadata[key]} Hz but {field} is "
-                       f"{model_fs}; set --config.{field}={metadata[key]}")
+      raise errors.ConfigError(f"dataset {config.data.name!r} stores {modality} at {metadata[key]} Hz but {field} is "
+                               f"{model_fs}; set --config.{field}={metadata[key]}")
 
 
 def _sources(dcfg, data_dir: str, datasets: dict[str, Any] | None) -> dict[str, Any]:
@@ -145,8 +146,8 @@ def _holdout_subjects(subjects: np.ndarray, val_fraction: float, seed: int) -> t
   if val_fraction <= 0:
     return np.arange(subjects.size), np.zeros(0, np.int64)
   if unique.size < 2:
-    raise ValueError(f"config.data.val_fraction={val_fraction} needs at least 2 training subjects/videos to "
-                     f"hold some out for validation, got {unique.size}")
+    raise errors.ConfigError(f"config.data.val_fraction={val_fraction} needs at least 2 training subjects/videos to "
+                             f"hold some out for validation, got {unique.size}")
   num_val = min(max(1, int(round(val_fraction * unique.size))), unique.size - 1)
   val_subjects = np.random.default_rng(seed).permutation(unique)[:num_val]
   in_val = np.isin(subjects, val_subjects)
@@ -160,13 +161,15 @@ def check_data_config(config) -> None:
   """The checks of `config.data` that need no data: dataset name, manual download, protocol, fold."""
   dcfg = config.data
   if dcfg.name not in data_lib.DATASETS:
-    raise ValueError(f"config.data.name={dcfg.name!r} is not a dataset; datasets are {', '.join(data_lib.DATASETS)}")
+    raise errors.ConfigError(f"config.data.name={dcfg.name!r} is not a dataset; datasets are "
+                             f"{', '.join(data_lib.DATASETS)}")
   if dcfg.name != "pkdot_synthetic" and not dcfg.get("manual_dir", ""):
-    raise ValueError(data_lib.missing_manual_dir(dcfg.name))
+    raise errors.ConfigError(data_lib.missing_manual_dir(dcfg.name))
   if dcfg.protocol not in PROTOCOLS:
-    raise ValueError(f"config.data.protocol must be one of {', '.join(PROTOCOLS)}, got {dcfg.protocol!r}")
+    raise errors.ConfigError(f"config.data.protocol must be one of {', '.join(PROTOCOLS)}, got {dcfg.protocol!r}")
   if dcfg.protocol != "official" and not 0 <= dcfg.fold < dcfg.num_folds:
-    raise ValueError(f"config.data.fold={dcfg.fold} is outside the {dcfg.num_folds} folds (config.data.num_folds)")
+    raise errors.ConfigError(f"config.data.fold={dcfg.fold} is outside the {dcfg.num_folds} folds "
+                             f"(config.data.num_folds)")
 
 
 def load(config, datasets: dict[str, Any] | None = None) -> Data:
@@ -190,8 +193,8 @@ def load(config, datasets: dict[str, Any] | None = None) -> Data:
 
   if dcfg.protocol == "official":
     if "validation" not in sources:
-      raise ValueError(f"config.data.protocol='official' needs a dataset with an official validation split "
-                       f"(affwild2); {dcfg.name!r} has splits {sorted(sources)}")
+      raise errors.ConfigError(f"config.data.protocol='official' needs a dataset with an official validation split "
+                               f"(affwild2); {dcfg.name!r} has splits {sorted(sources)}")
     train_source, test_source = sources["train"], sources["validation"]
     # Aff-Wild2 has no subject ids: the builder's "subject" is the video (so held-out videos are disjoint).
     subjects = io_lib.example_subjects(train_source, "train")

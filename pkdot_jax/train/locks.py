@@ -29,10 +29,12 @@ import sys
 import time
 from typing import Any, Iterator
 
+from pkdot_jax import errors
+
 LOCK_FILE = ".pkdot.lock"
 
 
-class InUse(RuntimeError):
+class InUse(errors.UserError, RuntimeError):
   """A directory claimed by another live process (raised by a claim that does not wait)."""
 
   def __init__(self, path: str, what: str, holder: dict[str, Any] | None):

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pkdot_jax import console, losses
+from pkdot_jax import console, errors, losses
 from pkdot_jax.models import pretrained as pretrained_lib
 from pkdot_jax.train import checkpoint as ckpt_lib
 from pkdot_jax.train import evaluation
@@ -169,8 +169,8 @@ def _setup(stage_name: str, config, workdir: str, teacher_dir: str, mesh, contex
   parallel.check_global_batch(config.batch_size, mesh)
   steps_per_epoch = len(data.train) // config.batch_size
   if steps_per_epoch == 0:
-    raise ValueError(f"{stage_name}: the training split has {len(data.train)} examples, fewer than one batch of "
-                     f"{config.batch_size}")
+    raise errors.ConfigError(f"{stage_name}: the training split has {len(data.train)} examples, fewer than one "
+                             f"batch of {config.batch_size}")
   opt_config = config.copy_and_resolve_references()
   with opt_config.unlocked():
     # Per-stage optimizer overrides, e.g. --config.stages.student.optimizer.learning_rate=1e-4.
@@ -257,16 +257,16 @@ def _graft_variables(variables: dict, source: dict, names) -> dict:
   out = {collection: dict(tree) for collection, tree in variables.items()}
   for name in names:
     if name not in source.get("params", {}) or name not in out["params"]:
-      raise ValueError(f"cannot initialise {name!r} from the earlier stage: present in the new model: "
-                       f"{name in out['params']}, in the earlier stage: {name in source.get('params', {})}")
+      raise errors.ConfigError(f"cannot initialise {name!r} from the earlier stage: present in the new model: "
+                               f"{name in out['params']}, in the earlier stage: {name in source.get('params', {})}")
     for collection in ("params", "batch_stats"):
       if name not in source.get(collection, {}):
         continue
       new_shapes = jax.tree.map(jnp.shape, out[collection][name])
       old_shapes = jax.tree.map(jnp.shape, source[collection][name])
       if new_shapes != old_shapes:
-        raise ValueError(f"cannot initialise {name!r} from the earlier stage: {collection} shapes differ "
-                         f"({old_shapes} vs {new_shapes})")
+        raise errors.ConfigError(f"cannot initialise {name!r} from the earlier stage: {collection} shapes differ "
+                                 f"({old_shapes} vs {new_shapes})")
       out[collection][name] = source[collection][name]
   return out
 
@@ -648,20 +648,20 @@ def validate_config(config, stages: tuple[str, ...], context: Context | None = N
         spec = losses.spec(name)  # ValueError listing the registered names on a typo
         spec.check(config.model.task)
       except ValueError as e:
-        raise ValueError(f"{field}={name!r}: {e}") from None
+        raise errors.ConfigError(f"{field}={name!r}: {e}") from None
       if spec.inputs not in ("embeddings", "logits"):
-        raise ValueError(f"{field}={name!r} compares {spec.inputs}, which the trainer does not expose; choose "
-                         f"one of the embedding- or logit-based losses")
+        raise errors.ConfigError(f"{field}={name!r} compares {spec.inputs}, which the trainer does not expose; choose "
+                                 f"one of the embedding- or logit-based losses")
     if branch["mt_pkdot"] and not config.model.multitask:
-      raise ValueError("config.distill.mt_pkdot needs a teacher with per-modality heads: set "
-                       "config.model.multitask=True (before training the teacher)")
+      raise errors.ConfigError("config.distill.mt_pkdot needs a teacher with per-modality heads: set "
+                               "config.model.multitask=True (before training the teacher)")
   own = steps.distill_branch(config.distill)
   if own["extra"] and own["method"] == "none":
-    raise ValueError("config.distill.extra adds terms to a distillation loss, but config.distill.method is "
-                     "'none': name the main loss in distill.method")
+    raise errors.ConfigError("config.distill.extra adds terms to a distillation loss, but config.distill.method is "
+                             "'none': name the main loss in distill.method")
   if "student" in stages and own["method"] != "none" and config.model.student.mode == "video_only" \
       and config.distill.mt_pkdot:
-    raise ValueError("MT-PKDOT distils into the T-Net + fusion student, not the video_only one")
+    raise errors.ConfigError("MT-PKDOT distils into the T-Net + fusion student, not the video_only one")
 
 
 def check_run(config, workdir: str, stages: tuple[str, ...], context: Context | None = None) -> None:
@@ -674,7 +674,8 @@ def check_run(config, workdir: str, stages: tuple[str, ...], context: Context | 
   for name in stages:
     stage = stages_lib.get(name)
     if name not in config.stages:
-      raise ValueError(f"config.stages has no entry for stage {name!r} (has: {', '.join(config.stages.keys())})")
+      raise errors.ConfigError(f"config.stages has no entry for stage {name!r} "
+                               f"(has: {', '.join(config.stages.keys())})")
     model, frozen_model = stage.models(config)  # the model config checks (dtype, fusion, task, ...)
     stage.loss(config, model, frozen_model, context.programs.student_losses(config)[0])
     opt_config = config.copy_and_resolve_references()
@@ -685,8 +686,8 @@ def check_run(config, workdir: str, stages: tuple[str, ...], context: Context | 
     needed = [g.source for g in stage.grafts(config) if not g.optional] + (["teacher"] if stage.reads_teacher else [])
     for source in needed:
       if source not in stages and not os.path.exists(records.best_dir(teacher_dir, source)):
-        raise FileNotFoundError(f"stage {name!r} reads the trained {source!r} stage, but {teacher_dir} has no "
-                                f"{source}/best: run it first (--stages={source},...) or include it in --stages")
+        raise errors.MissingError(f"stage {name!r} reads the trained {source!r} stage, but {teacher_dir} has no "
+                                  f"{source}/best: run it first (--stages={source},...) or include it in --stages")
       if source not in stages:
         ckpt_lib.verify_variables(records.best_dir(teacher_dir, source))  # a damaged file: named, nothing written
     if not os.path.exists(records.result_path(teacher_dir if stage.teacher_side else workdir, name)):
@@ -697,7 +698,7 @@ def check_run(config, workdir: str, stages: tuple[str, ...], context: Context | 
   parallel.check_global_batch(config.batch_size, parallel.make_mesh(config.num_devices))
   input_lib.check_data_config(config)
   if "student" in stages and config.distill.method != "none" and config.cache_teacher and config.data.augment:
-    raise ValueError("config.cache_teacher needs deterministic teacher inputs, but config.data.augment is on")
+    raise errors.ConfigError("config.cache_teacher needs deterministic teacher inputs, but config.data.augment is on")
   ckpt_lib.check_or_write_config(workdir, config, write=False)
   if teacher_dir != workdir:
     ckpt_lib.check_or_write_config(teacher_dir, config, drop=stages_lib.FIELDS.teacher_neutral, write=False)

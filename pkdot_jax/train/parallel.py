@@ -27,6 +27,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from pkdot_jax import errors
+
 DATA_AXIS = "data"
 
 
@@ -59,7 +61,7 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
   devices = jax.devices()
   if num_devices is not None:
     if not 1 <= num_devices <= len(devices):
-      raise ValueError(f"make_mesh: asked for {num_devices} devices, {len(devices)} are available")
+      raise errors.ConfigError(f"make_mesh: asked for {num_devices} devices, {len(devices)} are available")
     devices = devices[:num_devices]
   return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(AxisType.Auto,), devices=devices)
 
@@ -76,11 +78,11 @@ def check_global_batch(global_batch_size: int, mesh: Mesh) -> None:
   """The global batch must split evenly over the devices (and processes): say so clearly otherwise."""
   num_devices = mesh.devices.size
   if global_batch_size % num_devices:
-    raise ValueError(f"global batch size {global_batch_size} is not divisible by the {num_devices} devices of "
-                     f"the data mesh; choose a multiple of {num_devices} (config.batch_size)")
+    raise errors.ConfigError(f"global batch size {global_batch_size} is not divisible by the {num_devices} devices of "
+                             f"the data mesh; choose a multiple of {num_devices} (config.batch_size)")
   if global_batch_size % jax.process_count():
-    raise ValueError(f"global batch size {global_batch_size} is not divisible by the "
-                     f"{jax.process_count()} processes")
+    raise errors.ConfigError(f"global batch size {global_batch_size} is not divisible by the "
+                             f"{jax.process_count()} processes")
 
 
 def process_shard() -> tuple[int, int]:

@@ -28,6 +28,8 @@ import os
 import sys
 from typing import Any
 
+from pkdot_jax import errors
+
 CONFIG = "config.json"
 RUN_INFO = "run_info.json"
 METRICS = "metrics.jsonl"
@@ -44,7 +46,7 @@ DAMAGED = "damaged"
 _MISSING = object()
 
 
-class RecordError(ValueError):
+class RecordError(errors.UserError, ValueError):
   """A record of a workdir that cannot be used: the message starts with the file's path."""
 
 

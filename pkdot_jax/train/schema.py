@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping
 
 import ml_collections
 
-from pkdot_jax import losses
+from pkdot_jax import errors, losses
 
 STUDENT_BACKBONES = ("finetune", "frozen_from_video")  # config.student_backbone
 STUDENT, HOST, LOSS, ARRAY, OPTIONAL, RESUMABLE = "student", "host", "loss", "array", "optional", "resumable"
@@ -38,8 +38,7 @@ Check = Callable[[Any], "str | None"]  # the problem with a value, or None
 _NO_DEFAULT = object()
 
 
-class ConfigError(ValueError):
-  """A config value outside its field's constraints; the message starts with the field's name."""
+ConfigError = errors.ConfigError  # a config value outside its field's constraints, named first
 
 
 @dataclasses.dataclass(frozen=True)

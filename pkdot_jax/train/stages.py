@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 
 import jax.numpy as jnp
 
-from pkdot_jax import models
+from pkdot_jax import errors, models
 from pkdot_jax.train import checkpoint as ckpt_lib
 from pkdot_jax.train import schema, steps
 
@@ -203,5 +203,5 @@ TEACHER_STAGES = tuple(name for name, stage in STAGES.items() if stage.teacher_s
 
 def get(name: str) -> Stage:
   if name not in STAGES:
-    raise ValueError(f"unknown stage {name!r}; stages are {', '.join(STAGE_ORDER)}")
+    raise errors.ConfigError(f"unknown stage {name!r}; stages are {', '.join(STAGE_ORDER)}")
   return STAGES[name]

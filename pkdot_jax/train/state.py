@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from pkdot_jax import errors
+
 
 @struct.dataclass
 class TrainState:
@@ -85,7 +87,7 @@ def make_optimizer(config) -> optax.GradientTransformation:
     tx = optax.chain(optax.add_decayed_weights(opt.get("weight_decay", 0.0)),
                      optax.sgd(lr, momentum=opt.get("momentum", 0.9) or None))
   else:
-    raise ValueError(f"config.optimizer.name must be 'adam' or 'sgd', got {name!r}")
+    raise errors.ConfigError(f"config.optimizer.name must be 'adam' or 'sgd', got {name!r}")
   if opt.get("grad_clip", 0.0):
     tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip), tx)
   frozen_modules = tuple(opt.get("frozen_modules", ()))

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from pkdot_jax import losses
+from pkdot_jax import errors, losses
 from pkdot_jax.train import checkpoint as ckpt_lib
 from pkdot_jax.train import parallel
 from pkdot_jax.train.state import TrainState
@@ -55,7 +55,7 @@ def task_loss(predictions: jax.Array, batch: dict[str, jax.Array], task: str) ->
     return _masked_mean(per_example, batch.get("mask"))
   if task == "regression":
     return ccc_loss(predictions, batch["valence_arousal"])
-  raise ValueError(f"unknown task {task!r}; expected 'classification' or 'regression'")
+  raise errors.ConfigError(f"unknown task {task!r}; expected 'classification' or 'regression'")
 
 
 # ------------------------------------------------------------------------------------------- model plumbing
@@ -104,7 +104,7 @@ def supervised_loss(model, task: str, *, mt_heads: bool = False, align_weight: f
 def tnet_loss(tnet, teacher, objective: str = "mse") -> LossFn:
   """T-Net regression from the frozen teacher's visual embedding to its privileged embedding."""
   if objective not in ("mse", "mmd", "mse+mmd"):
-    raise ValueError(f"tnet objective must be 'mse', 'mmd' or 'mse+mmd', got {objective!r}")
+    raise errors.ConfigError(f"tnet objective must be 'mse', 'mmd' or 'mse+mmd', got {objective!r}")
 
   def loss_fn(params, state: TrainState, batch, rng):
     del rng

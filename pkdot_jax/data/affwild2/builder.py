@@ -42,6 +42,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from pkdot_jax import errors
 from pkdot_jax.data import io as io_lib
 from pkdot_jax.data import media
 
@@ -337,13 +338,13 @@ def read_annotation(path, bad: io_lib.BadInputLog) -> np.ndarray | None:
 def make_config(config_name: str = "va_last", **overrides) -> Affwild2Config:
   base = {c.name: c for c in Affwild2.BUILDER_CONFIGS}
   if config_name not in base:
-    raise ValueError(f"config_name must be one of {sorted(base)}, got {config_name!r}")
+    raise errors.ConfigError(f"config_name must be one of {sorted(base)}, got {config_name!r}")
   if not overrides:
     return base[config_name]
   fields = {f.name for f in dataclasses.fields(Affwild2Config)} - {"name", "description"}
   unknown = set(overrides) - fields
   if unknown:
-    raise ValueError(f"unknown Affwild2Config fields {sorted(unknown)}; valid: {sorted(fields)}")
+    raise errors.ConfigError(f"unknown Affwild2Config fields {sorted(unknown)}; valid: {sorted(fields)}")
   suffix = "_".join(f"{k}-{v}" for k, v in sorted(overrides.items()))
   return dataclasses.replace(base[config_name], name=f"{config_name}_{suffix}", **overrides)
 

@@ -47,6 +47,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from pkdot_jax import errors
 from pkdot_jax.data import io as io_lib
 from pkdot_jax.data import media, transforms
 
@@ -447,13 +448,13 @@ def _parse_rows(path, bad, rows, names, columns, header_size: int) -> np.ndarray
 def make_config(config_name: str = "binary", **overrides) -> BiovidConfig:
   base = {c.name: c for c in Biovid.BUILDER_CONFIGS}
   if config_name not in base:
-    raise ValueError(f"config_name must be one of {sorted(base)}, got {config_name!r}")
+    raise errors.ConfigError(f"config_name must be one of {sorted(base)}, got {config_name!r}")
   if not overrides:
     return base[config_name]
   fields = {f.name for f in dataclasses.fields(BiovidConfig)} - {"name", "description"}
   unknown = set(overrides) - fields
   if unknown:
-    raise ValueError(f"unknown BiovidConfig fields {sorted(unknown)}; valid: {sorted(fields)}")
+    raise errors.ConfigError(f"unknown BiovidConfig fields {sorted(unknown)}; valid: {sorted(fields)}")
   overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
   parts = "_".join(f"{k}-{'-'.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in sorted(overrides.items()))
   return dataclasses.replace(base[config_name], name=f"{config_name}_{parts}", **overrides)

@@ -30,6 +30,7 @@ import json
 import numpy as np
 import tensorflow_datasets as tfds
 
+from pkdot_jax import errors
 from pkdot_jax.data import io as io_lib
 from pkdot_jax.data.synthetic import generator
 
@@ -126,11 +127,11 @@ def make_config(config_name: str = "binary", seed: int = 0, **overrides) -> Synt
   """
   base = {c.name: c for c in PkdotSynthetic.BUILDER_CONFIGS}
   if config_name not in base:
-    raise ValueError(f"config_name must be one of {sorted(base)}, got {config_name!r}")
+    raise errors.ConfigError(f"config_name must be one of {sorted(base)}, got {config_name!r}")
   fields = {f.name for f in dataclasses.fields(generator.SyntheticSpec)}
   unknown = set(overrides) - fields
   if unknown:
-    raise ValueError(f"unknown SyntheticSpec overrides {sorted(unknown)}; valid: {sorted(fields)}")
+    raise errors.ConfigError(f"unknown SyntheticSpec overrides {sorted(unknown)}; valid: {sorted(fields)}")
   spec = dataclasses.replace(base[config_name].spec, **overrides)
   spec.validate()
   if seed == 0 and not overrides:
