@@ -372,11 +372,21 @@ def main(argv: list[str], invocation: _Invocation | None = None) -> None:
   elif command == "sweep":
     from pkdot_jax.study import sweep
     invocation.running = True
-    sweep.main(FLAGS.sweep, FLAGS.workdir, FLAGS.shard)
+    if sweep.main(FLAGS.sweep, FLAGS.workdir, FLAGS.shard):  # the whole grid: its report now
+      _report(FLAGS.workdir)
   elif command == "report":
-    workdir = positional[1] if len(positional) > 1 else FLAGS.workdir
-    from pkdot_jax.study import report
     invocation.running = True
+    _report(positional[1] if len(positional) > 1 else FLAGS.workdir)
+
+
+def _report(workdir: str) -> None:
+  """`pkdot report WORKDIR`: a protocol study's or a demo's workdir gets its own report, any other the sweep's."""
+  from pkdot_jax.study import demo, protocols, report
+  if protocols.is_protocols(workdir):
+    protocols.show_report(workdir)
+  elif demo.is_demo(workdir):
+    demo.show_report(workdir)
+  else:
     report.main(workdir)
 
 
