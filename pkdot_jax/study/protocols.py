@@ -39,10 +39,10 @@ import numpy as np
 from pkdot_jax.study import demo as demo_lib
 from pkdot_jax.study import methods as methods_lib
 from pkdot_jax.study import plots
-from pkdot_jax.study import tables as tables_lib
 from pkdot_jax.study import results as results_lib
 from pkdot_jax.study import stats as stats_lib
 from pkdot_jax.study import sweep as sweep_lib
+from pkdot_jax.study import tables as tables_lib
 from pkdot_jax.study import timing as timing_lib
 from pkdot_jax.train import records
 from pkdot_jax.train.programs import Context

@@ -30,9 +30,9 @@ class RunTimer:
     self._listener = self._on_event  # one bound method: the object registered and unregistered
     self.t0, self.c0 = time.time(), 0.0
 
-  def _on_event(self, event: str, duration: float, **_: Any) -> None:
+  def _on_event(self, event: str, duration_secs: float, **_: str | int) -> None:
     if event in COMPILE_EVENTS:
-      self.compile_seconds += float(duration)
+      self.compile_seconds += float(duration_secs)
 
   def __enter__(self) -> RunTimer:
     jax.monitoring.register_event_duration_secs_listener(self._listener)
