@@ -55,14 +55,25 @@ def _sweep(f, args: list[str]) -> None:
   if not os.path.isfile(f.sweep):
     raise UsageError(f"--sweep={f.sweep}: no such file")
   from pkdot_jax.study import sweep
-  sweep.main(f.sweep, f.workdir, f.shard)
+  if sweep.main(f.sweep, f.workdir, f.shard):  # a single shard: the whole grid, reported now
+    _show_report(f.workdir)
 
 
 def _report(f, args: list[str]) -> None:
   if not args and f.workdir is None:
     raise UsageError("report needs a workdir: pkdot report WORKDIR")
-  from pkdot_jax.study import report
-  report.main(args[0] if args else f.workdir)
+  _show_report(args[0] if args else f.workdir)
+
+
+def _show_report(workdir: str) -> None:
+  """A protocol study's or a demo's workdir gets its own report, any other the sweep's."""
+  from pkdot_jax.study import demo, protocols, report
+  if protocols.is_protocols(workdir):
+    protocols.show_report(workdir)
+  elif demo.is_demo(workdir):
+    demo.show_report(workdir)
+  else:
+    report.main(workdir)
 
 
 def _data(f, args: list[str]) -> None:

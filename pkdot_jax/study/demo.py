@@ -32,8 +32,11 @@ import jax
 import numpy as np
 
 from pkdot_jax import errors
+from pkdot_jax import metrics as metrics_lib
 from pkdot_jax.study import methods as methods_lib
-from pkdot_jax.study import report as report_lib
+from pkdot_jax.study import plots, tables
+from pkdot_jax.study import timing as timing_lib
+from pkdot_jax.study import results as results_lib
 from pkdot_jax.study import stats as stats_lib
 from pkdot_jax.study import sweep as sweep_lib
 from pkdot_jax.train import records
@@ -76,49 +79,6 @@ def teacher_sweep(sweep: dict) -> dict:
   first method); the student runs find them done in the shared teacher directories."""
   return {"config": sweep["config"], "base": {**sweep["base"], "pipeline": ("teacher", "tnet")},
           "grid": {"data.fold": sweep["grid"]["data.fold"]}, "desc": "teachers"}
-
-
-# ------------------------------------------------------------------------------------------------ timing
-_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
-                   "/jax/core/compile/backend_compile_duration", "/jax/compilation_cache/cache_retrieval_time_sec")
-_compile_seconds = [0.0]
-
-
-def _on_event(event: str, duration: float, **_: Any) -> None:
-  if event in _COMPILE_EVENTS:
-    _compile_seconds[0] += float(duration)
-
-
-_listening = [False]
-
-
-class RunTimer:
-  """Per run of a sweep: wall seconds and the seconds jax spent tracing, lowering and compiling (jax.monitoring
-  compile events; with a warm persistent cache, loading a program counts instead). Appends to timing.jsonl."""
-
-  def __init__(self, root: str, phase: str):
-    if not _listening[0]:
-      jax.monitoring.register_event_duration_secs_listener(_on_event)
-      _listening[0] = True
-    self.path = records.demo_file(root, "timing")
-    self.phase = phase
-    self.start()
-
-  def start(self) -> None:
-    self.t0, self.c0 = time.time(), _compile_seconds[0]
-
-  def __call__(self, name: str) -> None:
-    wall, compile_s = time.time() - self.t0, _compile_seconds[0] - self.c0
-    # A run already finished (resumed demo) is not started: no new run_info.json entry; keep its first record.
-    info = records.run_info_path(records.run_dir(os.path.dirname(self.path), name))
-    if os.path.exists(info) and os.path.getmtime(info) >= self.t0 - 1e-3:
-      records.append_jsonl(self.path, {"phase": self.phase, "run": name, "wall_s": wall, "compile_s": compile_s})
-    self.start()
-
-
-def read_timing(root: str) -> dict[tuple[str, str], dict[str, float]]:
-  """{(phase, run): {"wall_s", "compile_s"}}, the last record of each run."""
-  return {(r["phase"], r["run"]): r for r in records.read_jsonl(records.demo_file(root, "timing"))}
 
 
 # ------------------------------------------------------------------------------------------ the references
@@ -185,7 +145,7 @@ def comparison_table(rows: list[dict], order: list[str], metric: str = "test_acc
     group = [r for r in rows if r["method"] == name and metric in r]
     if not group:
       continue
-    mean, std = report_lib.metrics_lib.mean_std([r[metric] for r in group])
+    mean, std = metrics_lib.mean_std([r[metric] for r in group])
     fold_means = {}
     for r in group:
       fold_means.setdefault(r["fold"], []).append(r[metric])
@@ -258,10 +218,10 @@ def _format_means_table(table: list[dict], timing: dict[str, dict[str, float]]) 
 def method_timing(root: str, full: bool) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
   """Per row: the summed wall and compile seconds of its student runs (all folds and seeds); and the
   teacher phase's (teachers and T-Nets of every fold)."""
-  timing = read_timing(root)
+  records_by_run = timing_lib.read_timing(root)
   per_method: dict[str, dict[str, float]] = {}
   teachers = {"wall_s": 0.0, "compile_s": 0.0}
-  for (phase, run), t in timing.items():
+  for (phase, run), t in records_by_run.items():
     if phase == "teachers":
       teachers["wall_s"] += t["wall_s"]
       teachers["compile_s"] += t["compile_s"]
@@ -275,14 +235,9 @@ def method_timing(root: str, full: bool) -> tuple[dict[str, dict[str, float]], d
 
 
 # ---------------------------------------------------------------------------------------------- figures
-def similarity_figure(root: str, path: str, context: Context, fold: int = 0) -> dict[str, float]:
-  """Teacher vs student cosine-similarity matrices on a test batch of `fold` (the first seed), samples ordered
-  by label: the same-architecture student without distillation and with PKDOT."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  from pkdot_jax import losses
+def _similarity_embeddings(root: str, context: Context, fold: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+  """({panel label: member-0 embeddings}, labels) on the first test batch of `fold`, samples sorted by label:
+  the teacher, the same-architecture student without distillation and with PKDOT."""
   from pkdot_jax.train import checkpoint, input as input_lib, parallel
 
   info = read_demo_json(root)
@@ -300,42 +255,35 @@ def similarity_figure(root: str, path: str, context: Context, fold: int = 0) -> 
   local = next(iter(data.eval_batches("test", config.eval_batch_size)))
   mask = local["mask"].astype(bool)
   order = np.argsort(local["label"][mask], kind="stable")
-  labels = local["label"][mask][order]
   batch = parallel.global_batch({k: v for k, v in local.items() if v.dtype.kind not in "OUS"}, mesh)
 
   teacher_vars = checkpoint.load_variables(records.best_dir(pkdot_config["teacher_workdir"], "teacher"))
-  teacher_embedding = _member0_embedding("teacher", config, teacher_vars, batch, context)
-  embeddings = {"teacher (video + physio)": teacher_embedding[mask][order]}
+  embeddings = {TEACHER: _member0_embedding("teacher", config, teacher_vars, batch, context)[mask][order]}
   for method, label in ((methods_lib.CONTROL, "student, task loss only"), ("pkdot", "student with PKDOT")):
     method_config = sweep_lib.apply_overrides(config, {"method": method})
     student_vars = checkpoint.load_variables(records.best_dir(run_dir(method), "student"))
     embeddings[label] = _member0_embedding("student", method_config, student_vars, batch, context)[mask][order]
+  return embeddings, local["label"][mask][order]
+
+
+def similarity_figure(root: str, path: str, context: Context, fold: int = 0) -> dict[str, float]:
+  """Teacher vs student cosine-similarity matrices on a test batch of `fold` (the first seed), samples ordered
+  by label: the same-architecture student without distillation and with PKDOT; returns each student's PKDOT
+  divergence to the teacher."""
+  from pkdot_jax import losses
+
+  embeddings, labels = _similarity_embeddings(root, context, fold)
   sims = {label: np.asarray(losses.cosine_similarity_matrix(e, e)) for label, e in embeddings.items()}
-  fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), constrained_layout=True)
-  divergences = {}
-  boundary = np.flatnonzero(np.diff(labels)) + 0.5
-  teacher_emb = embeddings["teacher (video + physio)"]
-  for ax, (label, sim) in zip(axes, sims.items()):
-    off = sim[~np.eye(len(sim), dtype=bool)]
-    vmin, vmax = np.percentile(off, 1), np.percentile(off, 99)  # each panel's own range: structure, not level
-    image = ax.imshow(sim, vmin=vmin, vmax=vmax, cmap="viridis", interpolation="nearest")
-    fig.colorbar(image, ax=ax, shrink=0.8, label="cosine similarity")
-    title = label
-    if not label.startswith("teacher"):
-      k = min(8, len(sim) - 1)
-      value = float(jax.jit(losses.pkdot, static_argnames="k")(embeddings[label], teacher_emb, k=k))
-      divergences[label] = value
-      title += f"\nPKDOT divergence to the teacher: {value:.4f}"
-    for b in boundary:
-      ax.axhline(b, color="white", lw=0.8)
-      ax.axvline(b, color="white", lw=0.8)
-    ax.set_title(title, fontsize=9)
-    ax.set_xlabel("test sample (sorted by label: 0 | 1)")
-    ax.set_ylabel("test sample (sorted by label)")
-  fig.suptitle(f"fold {fold}, seed {SEEDS[0]}, first test batch ({len(labels)} clips); each panel's colour scale "
-               "spans the 1st-99th percentile of its off-diagonal values", fontsize=9)
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  titles, divergences = {TEACHER: TEACHER}, {}
+  for label, embedding in embeddings.items():
+    if label != TEACHER:
+      k = min(8, len(sims[label]) - 1)
+      divergences[label] = float(jax.jit(losses.pkdot, static_argnames="k")(embedding, embeddings[TEACHER], k=k))
+      titles[label] = f"{label}\nPKDOT divergence to the teacher: {divergences[label]:.4f}"
+  plots.similarity_matrices(
+      path, sims, labels, titles,
+      f"fold {fold}, seed {SEEDS[0]}, first test batch ({len(labels)} clips); each panel's colour scale "
+      "spans the 1st-99th percentile of its off-diagonal values")
   return divergences
 
 
@@ -360,17 +308,18 @@ def is_demo(root: str) -> bool:
 def _report_figures(root: str, out_dir: str, info: dict[str, Any], table: list[dict], context) -> dict:
   """methods.png, learning_curves.png and similarity.png of a demo report; returns the PKDOT divergences."""
   full, methods = info["mode"] == "all", list(info["methods"])
-  report_lib.methods_plot(os.path.join(out_dir, "methods.png"), table, chance=0.5,
-                          references=(TEACHER, CEILING), controls=(methods_lib.VIDEO_ONLY, methods_lib.CONTROL),
-                          interval=f"95% CI over the {len(info['folds'])} folds (t on per-fold means)"
-                          if stats_lib.supports_inference(len(info["folds"])) else
-                          f"none ({len(info['folds'])} folds, fewer than {stats_lib.MIN_FOLDS})")
+  plots.methods_plot(os.path.join(out_dir, "methods.png"), table, chance=0.5,
+                     references=(TEACHER, CEILING), controls=(methods_lib.VIDEO_ONLY, methods_lib.CONTROL),
+                     interval=f"95% CI over the {len(info['folds'])} folds (t on per-fold means)"
+                     if stats_lib.supports_inference(len(info["folds"])) else
+                     f"none ({len(info['folds'])} folds, fewer than {stats_lib.MIN_FOLDS})")
   curve_split = "val" if full else "test"
-  report_lib.learning_curves(
+  run_dirs = {m: sorted(glob.glob(records.run_dir(root, records.run_name(
+      {"method": _run_method(m, full), "data.fold": 0}).replace("data.fold=0", "data.fold=*")))) for m in methods}
+  plots.learning_curves(
       os.path.join(out_dir, "learning_curves.png"),
-      {m: sorted(glob.glob(records.run_dir(root, records.run_name(
-          {"method": _run_method(m, full), "data.fold": 0}).replace("data.fold=0", "data.fold=*"))))
-       for m in methods}, "accuracy", split=curve_split,
+      {m: results_lib.epoch_curve(dirs, "accuracy", curve_split) for m, dirs in run_dirs.items()}, "accuracy",
+      split=curve_split,
       title=f"{curve_split} accuracy per epoch, mean over {len(info['folds'])} folds x {len(info['seeds'])} seeds"
             + (" x weights" if full else ""))
   divergences = {}
@@ -384,28 +333,15 @@ SMOKE_NOTE = ("**Quick run: a smoke test of the pipeline, not an experiment.** T
                "report builds. `pkdot demo` is the comparison.")
 
 
-def _report_text(root: str, info: dict[str, Any], table: list[dict], timing: dict, teachers: dict, chosen: dict,
-                 divergences: dict) -> str:
-  """report.md of a demo: design, provenance, the table, power, wall times, chosen weights."""
-  full = info["mode"] == "all"
-  distill = [e for e in table if "vs_control" in e and e["method"] != methods_lib.VIDEO_ONLY]
-  m = max(len(distill), 1)
-  power_lines = []
-  for e in distill:
-    c = e["vs_control"]
-    if "sd_folds" not in c:  # too few folds: no power either
-      continue
-    mde = stats_lib.detectable_effect(c["sd_folds"], c["folds"], alpha=0.05 / m, power=0.8)
-    power_lines.append(f"{e['method']}: {mde:.3f}")
-  wall = info.get("wall_seconds")
-  total_compile = sum(t["compile_s"] for t in timing.values())
-  folds, seeds = info["folds"], info["seeds"]
-  inference = stats_lib.supports_inference(len(folds))
+def _design_lines(info: dict[str, Any], distill: list[dict]) -> list[str]:
+  """The title, the smoke-run note, the design (folds, seeds, what each comparison is) and the selection."""
+  full, folds, seeds = info["mode"] == "all", info["folds"], info["seeds"]
   method = (f"a 95% Student-t interval and a two-sided t-test over the {len(folds)} per-fold means "
-            f"({len(folds) - 1} df); Holm's correction over the {len(distill)} distillation methods" if inference
+            f"({len(folds) - 1} df); Holm's correction over the {len(distill)} distillation methods"
+            if stats_lib.supports_inference(len(folds))
             else f"with {len(folds)} folds (fewer than {stats_lib.MIN_FOLDS}) no interval, p-value or power is "
             "computed: the table shows means and the number of runs only")
-  lines = [
+  return [
       f"# pkdot-jax demo{' (full comparison)' if full else ' (quick smoke run)' if info['mode'] == 'quick' else ''}:"
       " distillation into a video-only student on the synthetic dataset", "",
       *([SMOKE_NOTE, ""] if info["mode"] == "quick" else []),
@@ -422,29 +358,59 @@ def _report_text(root: str, info: dict[str, Any], table: list[dict], timing: dic
        "Selection: 20% of each fold's training subjects are held out for validation; every member keeps its best "
        "validation epoch, and per method the distillation weight with the best mean validation accuracy over all "
        "folds x seeds is reported (chosen weights below)."),
-      "",
-      report_lib.format_provenance(root),
-      "",
+      ""]
+
+
+def _power_lines(distill: list[dict], inference: bool) -> list[str]:
+  """The smallest difference to the control each method's test detects with 80% power (none from few folds)."""
+  if not inference:
+    return []
+  m = max(len(distill), 1)
+  power = []
+  for e in distill:
+    c = e["vs_control"]
+    if "sd_folds" in c:  # too few folds: no power either
+      power.append(f"{e['method']}: {stats_lib.detectable_effect(c['sd_folds'], c['folds'], 0.05 / m, 0.8):.3f}")
+  return [f"Smallest difference to the control detectable with 80% power at the Holm first-step level "
+          f"0.05/{m} (from each method's sd of per-fold differences): " + ", ".join(power) + ".", ""]
+
+
+def _wall_line(info: dict[str, Any], timing: dict, teachers: dict) -> str:
+  """The demo's wall time, the teacher phase's, the compile total and what the table's time column means."""
+  wall = info.get("wall_seconds")
+  total_compile = sum(t["compile_s"] for t in timing.values())
+  return ((f"Wall time {wall:.0f} s{' (the last, resumed invocation)' if info.get('resumed') else ''} for data, "
+           "ceiling, teachers, T-Nets and students (building this report adds seconds)" if wall else
+           "Wall time: not recorded") +
+          f"; teachers + T-Nets {teachers['wall_s']:.0f} s ({teachers['compile_s']:.0f} s compile); "
+          f"compile total {total_compile:.0f} s. 'wall s' is the summed wall time of a row's student runs over all "
+          "folds (seeds run one after another on a CPU); 'compile s' is the part of it that jax spent tracing, "
+          "lowering and compiling (jax.monitoring compile events; loading from a warm persistent cache counts "
+          "instead). The shared T-Net + fusion student program compiles in the first row that uses it.")
+
+
+def _chosen_lines(chosen: dict) -> list[str]:
+  """The full comparison's chosen distillation weights, with every weight's mean validation accuracy."""
+  if not chosen:
+    return []
+  lines = ["Chosen distillation weights (mean validation accuracy per weight):", ""]
+  for name, c in chosen.items():
+    weights = ", ".join(f"{w:g}: {v:.3f}" for w, v in c["weights"].items())
+    lines.append(f"- {name}: **{c['chosen']:g}** ({weights})")
+  return lines + [""]
+
+
+def report_text(root: str, info: dict[str, Any], table: list[dict], timing: dict, teachers: dict, chosen: dict,
+                divergences: dict) -> str:
+  """report.md of a demo: design, provenance, the table, power, wall times, chosen weights, the figures."""
+  distill = [e for e in table if "vs_control" in e and e["method"] != methods_lib.VIDEO_ONLY]
+  lines = [
+      *_design_lines(info, distill),
+      "\n".join(tables.provenance_lines(results_lib.provenance(root))), "",
       format_table(table, timing), "",
-      *([f"Smallest difference to the control detectable with 80% power at the Holm first-step level "
-         f"0.05/{m} (from each method's sd of per-fold differences): " + ", ".join(power_lines) + ".", ""]
-        if inference else []),
-      (f"Wall time {wall:.0f} s{' (the last, resumed invocation)' if info.get('resumed') else ''} for data, "
-       "ceiling, teachers, T-Nets and students (building this report adds seconds)" if wall else
-       "Wall time: not recorded") +
-      f"; teachers + T-Nets {teachers['wall_s']:.0f} s ({teachers['compile_s']:.0f} s compile); "
-      f"compile total {total_compile:.0f} s. 'wall s' is the summed wall time of a row's student runs over all "
-      "folds (seeds run one after another on a CPU); 'compile s' is the part of it that jax spent tracing, lowering "
-      "and compiling (jax.monitoring compile events; loading from a warm persistent cache counts instead). The "
-      "shared T-Net + fusion student program compiles in the first row that uses it.", "",
-  ]
-  if chosen:
-    lines += ["Chosen distillation weights (mean validation accuracy per weight):", ""]
-    for name, c in chosen.items():
-      weights = ", ".join(f"{w:g}: {v:.3f}" for w, v in c["weights"].items())
-      lines.append(f"- {name}: **{c['chosen']:g}** ({weights})")
-    lines.append("")
-  lines += [
+      *_power_lines(distill, stats_lib.supports_inference(len(info["folds"]))),
+      _wall_line(info, timing, teachers), "",
+      *_chosen_lines(chosen),
       "Cosine-similarity structure on a fold-0 test batch (similarity.png), PKDOT divergence to the teacher: "
       + "; ".join(f"{k} {v:.4f}" for k, v in divergences.items()) + ".", "",
       "This is data we designed so that the privileged signal carries the label more strongly than the video; "
@@ -462,7 +428,7 @@ def build_report(root: str, context: Context | None = None) -> str:
   methods = list(info["methods"])
   out_dir = records.demo_file(root, "report")
   os.makedirs(out_dir, exist_ok=True)
-  rows = [r for r in report_lib.collect(root) if "method" in r]
+  rows = [r for r in results_lib.collect(root) if "method" in r]
   chosen = {}
   if full:
     rows, chosen = select_weights(rows)
@@ -472,14 +438,22 @@ def build_report(root: str, context: Context | None = None) -> str:
   order = [TEACHER, CEILING, *methods]
   table = comparison_table(all_rows, order)
   timing, teachers = method_timing(root, full)
-  report_lib.write_csv(os.path.join(out_dir, "results.csv"), all_rows)
+  tables.write_csv(os.path.join(out_dir, "results.csv"), all_rows)
   divergences = _report_figures(root, out_dir, info, table, context)
-  text = _report_text(root, info, table, timing, teachers, chosen, divergences)
+  text = report_text(root, info, table, timing, teachers, chosen, divergences)
   with open(os.path.join(out_dir, "report.md"), "w") as f:
     f.write(text + "\n")
   with open(os.path.join(out_dir, "summary.json"), "w") as f:
     json.dump({"wall_seconds": info.get("wall_seconds"), "table": table, "timing": timing, "chosen_weights": chosen,
                "divergences": divergences}, f, indent=2, default=float)
+  return text
+
+
+def show_report(root: str, context: Context | None = None) -> str:
+  """Builds the demo report of `root` (build_report), prints it and where it is; returns its text."""
+  text = build_report(root, context)
+  print(text)
+  print(f"\nreport: {os.path.join(root, 'report', 'report.md')}")
   return text
 
 
@@ -499,13 +473,11 @@ def main(workdir: str = "runs/demo", quick: bool = False,
   records.write_json(records.demo_file(workdir, "demo"), {**info, "wall_seconds": previous.get("wall_seconds")},
                      indent=2)
   ceiling_rows(workdir, sweep["config"], info["folds"])
-  sweep_lib.run_sweep(teacher_sweep(sweep), workdir, after_run=RunTimer(workdir, "teachers"), context=context)
-  sweep_lib.run_sweep(sweep, workdir, after_run=RunTimer(workdir, "students"), context=context)
+  for spec, phase in ((teacher_sweep(sweep), "teachers"), (sweep, "students")):
+    with timing_lib.RunTimer(workdir, phase) as timer:
+      sweep_lib.run_sweep(spec, workdir, after_run=timer, context=context)
   wall = time.time() - t0
   # A resumed demo records the last invocation's time.
   records.write_json(records.demo_file(workdir, "demo"), {**info, "wall_seconds": wall, "resumed": bool(previous)},
                      indent=2)
-  text = build_report(workdir, context)
-  print(text)
-  print(f"\nreport: {os.path.join(workdir, 'report', 'report.md')}")
-  return text
+  return show_report(workdir, context)

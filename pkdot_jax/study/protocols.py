@@ -38,9 +38,12 @@ import numpy as np
 
 from pkdot_jax.study import demo as demo_lib
 from pkdot_jax.study import methods as methods_lib
-from pkdot_jax.study import report as report_lib
+from pkdot_jax.study import plots
+from pkdot_jax.study import results as results_lib
 from pkdot_jax.study import stats as stats_lib
 from pkdot_jax.study import sweep as sweep_lib
+from pkdot_jax.study import tables as tables_lib
+from pkdot_jax.study import timing as timing_lib
 from pkdot_jax.train import records
 from pkdot_jax.train.programs import Context
 
@@ -105,10 +108,16 @@ def main(workdir: str = "runs/protocols", quick: bool = False, methods: tuple[st
     t0 = time.time()
     for sweep in root_sweeps:
       phase = "students" if sweep is root_sweeps[-1] else "teachers"
-      sweep_lib.run_sweep(sweep, os.path.join(workdir, root),
-                          after_run=demo_lib.RunTimer(os.path.join(workdir, root), phase), context=context)
+      with timing_lib.RunTimer(os.path.join(workdir, root), phase) as timer:
+        sweep_lib.run_sweep(sweep, os.path.join(workdir, root), after_run=timer, context=context)
     info["wall_seconds"][root] = time.time() - t0  # this invocation's time (a resumed one: the rest)
     records.write_json(path, info, indent=2)
+  return show_report(workdir)
+
+
+def show_report(workdir: str) -> str:
+  """Builds the report of a protocol study's `workdir` (build_report), prints it and where it is; returns its
+  text."""
   text = build_report(workdir)
   print(text)
   print(f"\nreport: {os.path.join(workdir, 'report', 'report.md')}")
@@ -125,7 +134,7 @@ def setting_rows(workdir: str, info: dict[str, Any]) -> dict[str, list[dict[str,
   out = {}
   for setting in SETTINGS:
     root = os.path.join(workdir, setting.root)
-    students = [r for r in report_lib.collect(root) if r.get("method") in info["methods"]
+    students = [r for r in results_lib.collect(root) if r.get("method") in info["methods"]
                 and r.get("student_backbone", "finetune") == setting.student_backbone]
     out[setting.key] = [{**r, "setting": setting.key} for r in demo_lib.teacher_rows(root) + students]
   return out
@@ -182,11 +191,6 @@ def _accuracy_cell(entry: dict[str, Any] | None) -> str:
   return f"{entry['mean']:.3f} [{entry['ci_low']:.3f}, {entry['ci_high']:.3f}]"
 
 
-def _markdown(header: list[str], lines: list[list[str]]) -> str:
-  return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                   + ["| " + " | ".join(line) + " |" for line in lines])
-
-
 def accuracy_table(tables: dict[str, list[dict]], leaks: dict, order: list[str], inference: bool) -> str:
   header = ["row", *(s.column for s in SETTINGS), "(b) - (a)", "(c) - (b)"]
   lines = []
@@ -194,7 +198,7 @@ def accuracy_table(tables: dict[str, list[dict]], leaks: dict, order: list[str],
     entries = [next((e for e in tables[s.key] if e["method"] == name), None) for s in SETTINGS]
     lines.append([name, *map(_accuracy_cell, entries), _cell(leaks["b-a"].get(name), inference),
                   _cell(leaks["c-b"].get(name), inference)])
-  return _markdown(header, lines)
+  return tables_lib.markdown(header, lines)
 
 
 def difference_table(tables: dict[str, list[dict]], leaks: dict, order: list[str], key: str,
@@ -210,7 +214,7 @@ def difference_table(tables: dict[str, list[dict]], leaks: dict, order: list[str
       cells.append(_cell(entry.get(key), inference))
     if any(cells):
       lines.append([name, *cells, _cell(leaks["b-a"].get(name), inference), _cell(leaks["c-b"].get(name), inference)])
-  return _markdown(header, lines)
+  return tables_lib.markdown(header, lines)
 
 
 def _findings(leaks: dict[str, dict[str, dict[str, dict]]], inference: bool) -> list[str]:
@@ -243,8 +247,8 @@ def build_report(workdir: str) -> str:
                                                                   methods_lib.VIDEO_ONLY)}
   out_dir = os.path.join(workdir, "report")
   os.makedirs(out_dir, exist_ok=True)
-  report_lib.write_csv(os.path.join(out_dir, "results.csv"), [r for s in SETTINGS for r in rows[s.key]])
-  plot_settings(os.path.join(out_dir, "protocols.png"), tables, order)
+  tables_lib.write_csv(os.path.join(out_dir, "results.csv"), [r for s in SETTINGS for r in rows[s.key]])
+  plots.grouped_bars(os.path.join(out_dir, "protocols.png"), {s.label: tables[s.key] for s in SETTINGS}, order)
   text = _report_text(workdir, info, tables, leaks, order, distill, inference)
   with open(os.path.join(out_dir, "report.md"), "w") as f:
     f.write(text + "\n")
@@ -259,7 +263,7 @@ def _report_text(workdir: str, info: dict, tables: dict, leaks: dict, order: lis
   folds, seeds = info["folds"], info["seeds"]
   control, video = methods_lib.CONTROL, methods_lib.VIDEO_ONLY
   wall = info.get("wall_seconds") or {}
-  trained = {root: sum(t["wall_s"] for t in demo_lib.read_timing(os.path.join(workdir, root)).values())
+  trained = {root: sum(t["wall_s"] for t in timing_lib.read_timing(os.path.join(workdir, root)).values())
              for root in dict.fromkeys(s.root for s in SETTINGS)}
   interval = ("95% interval over folds" if inference else
               f"means only: {len(folds)} folds are fewer than the {stats_lib.MIN_FOLDS} an interval needs")
@@ -273,7 +277,7 @@ def _report_text(workdir: str, info: dict, tables: dict, leaks: dict, order: lis
       "(as in the demo). '(b) - (a)': what the clip-level folds with test-fold selection add (Welch over the two "
       "sets of per-fold values: the fold designs share no folds); '(c) - (b)': what the frozen student backbone "
       "adds (paired by fold: same folds and teachers). Holm over the rows of each inflation column.", "",
-      report_lib.format_provenance(os.path.join(workdir, "subject")), "",
+      "\n".join(tables_lib.provenance_lines(results_lib.provenance(os.path.join(workdir, "subject")))), "",
       "## Test accuracy", "", accuracy_table(tables, leaks["accuracy"], order, inference), "",
       f"## Difference to the same-architecture control ({control})", "",
       difference_table(tables, leaks[f"difference to {control}"], [video, *distill], "vs_control", inference), "",
@@ -284,27 +288,3 @@ def _report_text(workdir: str, info: dict, tables: dict, leaks: dict, order: lis
       + ", ".join(f"{root}/ {seconds:.0f} s" for root, seconds in trained.items()) + "; the last invocation "
       + ", ".join(f"{root}/ {seconds:.0f} s" for root, seconds in wall.items()) + ".", "",
       "![test accuracy per row and setting](protocols.png)"])
-
-
-def plot_settings(path: str, tables: dict[str, list[dict]], order: list[str]) -> None:
-  """Grouped bars: each row's mean test accuracy under each setting, with its interval where there is one."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(order) + 2), 4.2), constrained_layout=True)
-  width = 0.8 / len(SETTINGS)
-  for i, setting in enumerate(SETTINGS):
-    entries = {e["method"]: e for e in tables[setting.key]}
-    xs = [j + (i - (len(SETTINGS) - 1) / 2) * width for j, name in enumerate(order) if name in entries]
-    es = [entries[name] for name in order if name in entries]
-    low = [e["mean"] - e["ci_low"] if np.isfinite(e["ci_low"]) else 0.0 for e in es]
-    high = [e["ci_high"] - e["mean"] if np.isfinite(e["ci_high"]) else 0.0 for e in es]
-    ax.bar(xs, [e["mean"] for e in es], width, yerr=[low, high], capsize=2, label=setting.label)
-  ax.axhline(0.5, color="crimson", ls="--", lw=1)
-  ax.set_xticks(range(len(order)), order, rotation=30, ha="right", fontsize=8)
-  ax.set_ylabel("test accuracy")
-  ax.set_ylim(0.4, 1.0)
-  ax.legend(fontsize=7, loc="upper right")
-  fig.savefig(path, dpi=120)
-  plt.close(fig)

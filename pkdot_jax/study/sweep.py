@@ -47,7 +47,6 @@ from pkdot_jax.train.programs import Context
 from pkdot_jax.study import methods as methods_lib
 
 
-
 def load_config(spec: str) -> ml_collections.ConfigDict:
   """`NAME[:variant]` (a built-in config) or `path/to/config.py[:variant]` -> get_config(variant)."""
   return configs_lib.load(spec)
@@ -205,11 +204,12 @@ def _run_in_sweep(name: str, config, root: str, context: Context, wait: bool) ->
   return ran
 
 
-def main(sweep_path: str, root: str, shard: str = "0/1") -> None:
+def main(sweep_path: str, root: str, shard: str = "0/1") -> bool:
+  """Runs this shard of the sweep file's grid into `root`; True when the shard was the whole grid (its report
+  can be built now), else says to build it once every shard is done."""
   sweep = configs_lib.load_module(sweep_path, "pkdot_sweep").get_sweep()
   run_sweep(sweep, root, shard)
-  from pkdot_jax.study import report
   if parse_shard(shard)[1] == 1:
-    report.main(root)
-  else:
-    print(f"[sweep] shard {shard} finished; once every shard is done run: pkdot report {root}")
+    return True
+  print(f"[sweep] shard {shard} finished; once every shard is done run: pkdot report {root}")
+  return False

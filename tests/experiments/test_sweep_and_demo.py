@@ -157,7 +157,7 @@ def test_demo_quick_end_to_end_and_the_report_rebuild(tmp_path, monkeypatch, cap
   # The rebuild reproduces the report from the files alone.
   first = open(os.path.join(out, "report.md")).read()
   os.remove(os.path.join(out, "report.md"))
-  rebuilt = report.main(workdir)
+  rebuilt = demo.show_report(workdir)
   assert rebuilt == first.rstrip("\n") and open(os.path.join(out, "report.md")).read() == first
 
 

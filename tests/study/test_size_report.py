@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from pkdot_jax.study import report, sweep
+from pkdot_jax.study import plots, report, results, sweep
 from pkdot_jax.train import checkpoint
 
 
@@ -23,16 +23,16 @@ def test_training_size_table_and_plot(tmp_path):
         os.makedirs(os.path.join(root, "runs", name))
         with open(os.path.join(root, "runs", name, "config.json"), "w") as f:
           json.dump(checkpoint.config_to_dict(config), f)
-        assert report._training_subjects(os.path.join(root, "runs", name)) == n
+        assert results.training_subjects(os.path.join(root, "runs", name)) == n
         for seed in (0, 1):
           rows.append({"run": name, "method": method, "data.val_fraction": str(v), "fold": fold, "seed": seed,
                        "test_accuracy": 0.6 + 0.002 * n + (0.01 if method == "pkdot" else 0.0)
                        + 0.005 * rng.standard_normal()})
-  report.add_training_subjects(root, rows)
+  results.add_training_subjects(root, rows)
   assert {r["training_subjects"] for r in rows} == {8, 48}
   text = report.controlled_table(rows, ["training_subjects"], "test_accuracy")
   assert text.count("| control |") == 2 and text.count("| pkdot |") == 2
-  report.training_size_plot(os.path.join(root, "training_size.png"), rows, "test_accuracy")
+  plots.training_size_plot(os.path.join(root, "training_size.png"), rows, "test_accuracy", "task_only")
   assert os.path.getsize(os.path.join(root, "training_size.png")) > 0
 
 

@@ -29,7 +29,7 @@ def _report(tmp_path, folds: int, mode: str) -> tuple[list, str]:
   table = demo.comparison_table(_rows(folds), ROWS_ORDER)
   info = {"mode": mode, "config": "synthetic:demo_quick", "methods": list(methods.DEMO_METHODS),
           "folds": list(range(folds)), "seeds": [0, 1], "wall_seconds": 10.0}
-  text = demo._report_text(str(tmp_path), info, table, {}, {"wall_s": 0.0, "compile_s": 0.0}, {}, {"x": 0.1})
+  text = demo.report_text(str(tmp_path), info, table, {}, {"wall_s": 0.0, "compile_s": 0.0}, {}, {"x": 0.1})
   return table, text
 
 

@@ -3,16 +3,19 @@ report's numbers against the results recomputed here."""
 
 import csv
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 
-from pkdot_jax.study import demo, protocols, report, stats
+from pkdot_jax.study import demo, protocols, stats
 from pkdot_jax.train import checkpoint, records
 from pkdot_jax.train.programs import Context
 
 METHODS = ("video_only", "task_only", "pkdot")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +113,12 @@ def test_the_report_matches_the_runs_and_rebuilds(study):
 
   first = open(os.path.join(workdir, "report", "report.md")).read()
   os.remove(os.path.join(workdir, "report", "report.md"))
-  assert report.main(workdir) == first.rstrip("\n")  # `pkdot report WORKDIR` rebuilds it from the files
+  env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+  proc = subprocess.run([sys.executable, "-m", "pkdot_jax.main", "report", workdir], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=600)  # `pkdot report WORKDIR`: from the files
+  assert proc.returncode == 0, proc.stderr
+  assert open(os.path.join(workdir, "report", "report.md")).read() == first
+  assert proc.stdout == first + f"\nreport: {os.path.join(workdir, 'report', 'report.md')}\n"
 
 
 def test_welch_interval_equals_scipy():
