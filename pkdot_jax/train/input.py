@@ -157,7 +157,8 @@ PROTOCOLS = ("subject", "authors", "official")
 
 
 def check_data_config(config) -> None:
-  """The checks of `config.data` that need no data: dataset name, manual download, protocol, fold."""
+  """The checks of `config.data` that need no data, from the dataset registry: dataset name, manual download,
+  protocol (an official split for "official"), fold."""
   dcfg = config.data
   if dcfg.name not in data_lib.available():
     raise ValueError(f"config.data.name={dcfg.name!r} is not a dataset; datasets are "
