@@ -51,13 +51,12 @@ class Found:
 
 def _builder_config(dcfg):
   """The builder config that `config.data` prepares (the same call as `data.prepare`)."""
-  module = data_lib._manual_module(dcfg.name)  # pylint: disable=protected-access
+  module = data_lib.dataset(dcfg.name).load()
   return module.make_config(dcfg.config_name, **dict(dcfg.get("overrides", {})))
 
 
 def _builder(name: str, builder_config, data_dir: str):
-  module = data_lib._manual_module(name)  # pylint: disable=protected-access
-  cls = module.Biovid if name == "biovid" else module.Affwild2
+  cls = data_lib.dataset(name).builder_class()
   absl_log = logging.getLogger("absl")
   level = absl_log.level
   absl_log.setLevel(logging.ERROR)  # "Using custom data configuration" for every override
@@ -78,7 +77,7 @@ def _examples(name: str, module, builder_config, found_scan, bad) -> dict[str, t
 def scan_download(config, progress: Callable[[str], None] | None = None) -> Found:
   """Runs the builder's scan and loads every example once (discarding the pixels) with bad files recorded."""
   dcfg = config.data
-  module = data_lib._manual_module(dcfg.name)  # pylint: disable=protected-access
+  module = data_lib.dataset(dcfg.name).load()
   builder_config = _builder_config(dcfg)
   bad = io_lib.BadInputLog(dcfg.name, skip_bad=True, warn=False)
   class_names = tuple(module.builder.LEVEL_NAMES[k] for k in builder_config.levels) if dcfg.name == "biovid" else ()
@@ -215,9 +214,10 @@ def run(config, out: Callable[[str], None] = print, progress: Callable[[str], No
   """Checks config.data's manual download, prints the report; raises ValueError when it cannot be built."""
   from pkdot_jax.train import input as input_lib
   input_lib.check_data_config(config)
-  if config.data.name == "pkdot_synthetic":
-    raise errors_lib.ConfigError("pkdot data check reads a manual download (biovid, affwild2); config.data.name "
-                                 "is 'pkdot_synthetic', which is generated, not downloaded")
+  if not data_lib.dataset(config.data.name).manual_download:
+    manual = ", ".join(n for n in data_lib.available() if data_lib.dataset(n).manual_download)
+    raise errors_lib.ConfigError(f"pkdot data check reads a manual download ({manual}); config.data.name is "
+                                 f"{config.data.name!r}, which is generated, not downloaded")
   found = scan_download(config, progress)
   lines, errors = report(config, found)
   for line in lines:

@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pkdot_jax.losses.registry import register
+
 __all__ = [
     "hinton_kd",
     "fitnets",
@@ -183,6 +185,7 @@ def _kl_rows(p_log: jax.Array, q_log: jax.Array) -> jax.Array:
 # ---------------------------------------------------------------------------------------------------- logits
 
 
+@register("hinton_kd", inputs="logits", same_dim=True, tasks=("classification",))
 @_half_in_float32
 def hinton_kd(student: jax.Array, teacher: jax.Array, *, temperature: float = 4.0) -> jax.Array:
   r"""Hinton knowledge distillation: ``T^2 * mean_i KL(softmax(t_i / T) || softmax(s_i / T))``.
@@ -213,6 +216,7 @@ def hinton_kd(student: jax.Array, teacher: jax.Array, *, temperature: float = 4.
   return temperature**2 * jnp.mean(_kl_rows(t_log, s_log))
 
 
+@register("dkd", inputs="logits", needs_labels=True, same_dim=True, tasks=("classification",))
 @_half_in_float32
 def dkd(student: jax.Array, teacher: jax.Array, labels: jax.Array, *, alpha: float = 1.0, beta: float = 8.0,
         temperature: float = 4.0) -> jax.Array:
@@ -266,6 +270,7 @@ def dkd(student: jax.Array, teacher: jax.Array, labels: jax.Array, *, alpha: flo
   return jnp.where(labels_valid, temperature**2 * jnp.mean(alpha * tckd + beta * nckd), jnp.nan)
 
 
+@register("generalized_distillation", inputs="logits", needs_labels=True, same_dim=True, tasks=("classification",))
 @_half_in_float32
 def generalized_distillation(student: jax.Array, teacher: jax.Array, labels: jax.Array, *,
                              imitation: float = 0.5, temperature: float = 1.0) -> jax.Array:
@@ -309,6 +314,7 @@ def generalized_distillation(student: jax.Array, teacher: jax.Array, labels: jax
 # ---------------------------------------------------------------------------------------------------- features
 
 
+@register("fitnets", inputs="embeddings", same_dim=True)
 @_half_in_float32
 def fitnets(student: jax.Array, teacher: jax.Array) -> jax.Array:
   r"""FitNets hint loss ``1/2 |u_i - r(v_i)|^2``, summed over features and averaged over the batch.
@@ -333,6 +339,7 @@ def fitnets(student: jax.Array, teacher: jax.Array) -> jax.Array:
   return _reduced_squares(_flatten(student - teacher), lambda sq: 0.5 * jnp.mean(jnp.sum(sq, axis=-1)))
 
 
+@register("feature_mse", inputs="embeddings", same_dim=True)
 @_half_in_float32
 def feature_mse(student: jax.Array, teacher: jax.Array) -> jax.Array:
   """Mean squared error over all elements (the common FitNets implementation, ``F.mse_loss``).
@@ -353,6 +360,7 @@ def feature_mse(student: jax.Array, teacher: jax.Array) -> jax.Array:
   return _reduced_squares(student - teacher, jnp.mean)
 
 
+@register("mars", inputs="embeddings", same_dim=True)
 @_half_in_float32
 def mars(student: jax.Array, teacher: jax.Array) -> jax.Array:
   r"""MARS feature regression: ``mean_i |f_RGB(x_i) - f_Flow(x_i)|^2`` (squared L2 over features).
@@ -379,6 +387,7 @@ def mars(student: jax.Array, teacher: jax.Array) -> jax.Array:
   return _reduced_squares(_flatten(student - teacher), lambda sq: jnp.mean(jnp.sum(sq, axis=-1)))
 
 
+@register("privileged_cosine", inputs="embeddings", same_dim=True)
 @_half_in_float32
 def privileged_cosine(student: jax.Array, teacher: jax.Array) -> jax.Array:
   r"""``1 - cos(vec(S), vec(T))``: cosine between the whole flattened batch tensors (one scalar, not per sample).
@@ -401,6 +410,7 @@ def privileged_cosine(student: jax.Array, teacher: jax.Array) -> jax.Array:
   return 1.0 - jnp.vdot(s, t, precision=_HIGHEST) / (_safe_norm(s, axis=0) * _safe_norm(t, axis=0))
 
 
+@register("pkt", inputs="embeddings")
 @_half_in_float32
 def pkt(student: jax.Array, teacher: jax.Array, *, reduction: Literal["sum", "mean"] = "sum") -> jax.Array:
   r"""Probabilistic knowledge transfer with the cosine kernel.
@@ -455,6 +465,7 @@ def _huber(x: jax.Array) -> jax.Array:
   return jnp.where(abs_x < 1.0, 0.5 * x * x, abs_x - 0.5)
 
 
+@register("rkd", inputs="embeddings")
 @_half_in_float32
 def rkd(student: jax.Array, teacher: jax.Array, *, distance_weight: float = 25.0,
         angle_weight: float = 50.0) -> jax.Array:
@@ -511,6 +522,7 @@ def rkd(student: jax.Array, teacher: jax.Array, *, distance_weight: float = 25.0
   return jnp.asarray(loss, student.dtype)
 
 
+@register("sp", inputs="embeddings")
 @_half_in_float32
 def sp(student: jax.Array, teacher: jax.Array) -> jax.Array:
   r"""Similarity-preserving KD: ``1/B^2 |G~_T - G~_S|_F^2`` with ``G = Q Q^T`` row-wise L2-normalised.
@@ -543,6 +555,7 @@ def sp(student: jax.Array, teacher: jax.Array) -> jax.Array:
   return jnp.mean((gram(student) - gram(teacher)) ** 2)
 
 
+@register("cc", inputs="embeddings")
 @_half_in_float32
 def cc(student: jax.Array, teacher: jax.Array, *,
        kernel: Literal["gaussian_taylor", "gaussian", "bilinear"] = "gaussian_taylor",
@@ -601,6 +614,7 @@ def _mmd2_from_kernels(k_ss: jax.Array, k_tt: jax.Array, k_st: jax.Array) -> jax
   return jnp.mean(k_ss) + jnp.mean(k_tt) - 2.0 * jnp.mean(k_st)
 
 
+@register("nst", inputs="feature_maps")
 @_half_in_float32
 def nst(student: jax.Array, teacher: jax.Array, *, degree: int = 2, offset: float = 0.0) -> jax.Array:
   r"""Neuron selectivity transfer: squared MMD between the channels' activation patterns, polynomial kernel.
@@ -644,6 +658,7 @@ def nst(student: jax.Array, teacher: jax.Array, *, degree: int = 2, offset: floa
   return jnp.mean(per_example)
 
 
+@register("mmd", inputs="embeddings", same_dim=True)
 @_half_in_float32
 def mmd(student: jax.Array, teacher: jax.Array, *, bandwidths: Sequence[float] | None = None,
         kernel_mul: float = 2.0, kernel_num: int = 5) -> jax.Array:

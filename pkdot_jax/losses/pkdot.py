@@ -10,6 +10,7 @@ from jax.sharding import PartitionSpec
 
 from pkdot_jax.losses import ot
 from pkdot_jax.losses import relations
+from pkdot_jax.losses.registry import register
 
 __all__ = ["pkdot"]
 
@@ -64,6 +65,7 @@ def _check_not_identically_zero(batch: int, k: int, anchors: str, shift: str) ->
     )
 
 
+@register("pkdot", inputs="embeddings", returns_aux=True)
 def pkdot(
     student: jax.Array,
     teacher: jax.Array,

@@ -1,20 +1,25 @@
-"""Losses by name, so configs and sweeps can say ``loss: rkd``; one registry for the whole project."""
+"""Losses by name, so configs and sweeps can say ``loss: rkd``; one registry for the whole project.
+
+A loss declares its :class:`LossSpec` where it is defined, with the :func:`register` decorator::
+
+  @register("rkd", inputs="embeddings")
+  def rkd(student, teacher, *, distance_weight=25.0, angle_weight=50.0): ...
+
+Its keyword arguments (what a config may pass, and their types) are read from the function's signature.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import types
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Literal
 
 import jax
 import jax.numpy as jnp
 
-from pkdot_jax.losses import baselines
-from pkdot_jax.losses.pkdot import pkdot
-
-__all__ = ["LossSpec", "available", "get", "spec"]
+__all__ = ["LossSpec", "TRAINER_INPUTS", "available", "get", "register", "spec", "trainable"]
 
 Inputs = Literal["embeddings", "logits", "feature_maps"]
+INPUTS: tuple[str, ...] = ("embeddings", "logits", "feature_maps")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,33 +78,41 @@ class LossSpec:
                    "ot_iterations": jnp.max(jnp.asarray(aux.n_iters)).astype(jnp.float32)}
 
 
-_SPECS: Mapping[str, LossSpec] = types.MappingProxyType({
-    s.name: s
-    for s in (
-        LossSpec("pkdot", pkdot, "embeddings", needs_labels=False, same_dim=False, returns_aux=True),
-        LossSpec("hinton_kd", baselines.hinton_kd, "logits", needs_labels=False, same_dim=True,
-                 tasks=("classification",)),
-        LossSpec("dkd", baselines.dkd, "logits", needs_labels=True, same_dim=True, tasks=("classification",)),
-        LossSpec("generalized_distillation", baselines.generalized_distillation, "logits", needs_labels=True,
-                 same_dim=True, tasks=("classification",)),
-        LossSpec("fitnets", baselines.fitnets, "embeddings", needs_labels=False, same_dim=True),
-        LossSpec("feature_mse", baselines.feature_mse, "embeddings", needs_labels=False, same_dim=True),
-        LossSpec("mars", baselines.mars, "embeddings", needs_labels=False, same_dim=True),
-        LossSpec("privileged_cosine", baselines.privileged_cosine, "embeddings", needs_labels=False,
-                 same_dim=True),
-        LossSpec("pkt", baselines.pkt, "embeddings", needs_labels=False, same_dim=False),
-        LossSpec("rkd", baselines.rkd, "embeddings", needs_labels=False, same_dim=False),
-        LossSpec("sp", baselines.sp, "embeddings", needs_labels=False, same_dim=False),
-        LossSpec("cc", baselines.cc, "embeddings", needs_labels=False, same_dim=False),
-        LossSpec("mmd", baselines.mmd, "embeddings", needs_labels=False, same_dim=True),
-        LossSpec("nst", baselines.nst, "feature_maps", needs_labels=False, same_dim=False),
-    )
-})  # read-only
+# Filled by `register` as the loss modules are imported (`pkdot_jax.losses` imports them all), in that order.
+_SPECS: dict[str, LossSpec] = {}
+
+# What the trainer hands a loss: the fused embeddings or the class logits (not intermediate feature maps).
+TRAINER_INPUTS: tuple[str, ...] = ("embeddings", "logits")
+
+
+def register(name: str, *, inputs: Inputs, needs_labels: bool = False, same_dim: bool = False,
+             returns_aux: bool = False, tasks: tuple[str, ...] = ("classification", "regression")
+             ) -> Callable[[Callable], Callable]:
+  """Decorator declaring a distillation loss under ``name`` with its :class:`LossSpec` (the function itself is
+  returned unchanged, so ``losses.get(name) is fn``). A name registered twice is a ValueError."""
+
+  if inputs not in INPUTS:
+    raise ValueError(f"loss {name!r}: inputs must be one of {INPUTS}, got {inputs!r}")
+
+  def decorate(fn: Callable) -> Callable:
+    if name in _SPECS:
+      raise ValueError(f"loss {name!r} is registered twice: {_SPECS[name].fn.__module__}.{_SPECS[name].fn.__name__}"
+                       f" and {fn.__module__}.{fn.__name__}")
+    _SPECS[name] = LossSpec(name, fn, inputs, needs_labels=needs_labels, same_dim=same_dim,
+                            returns_aux=returns_aux, tasks=tuple(tasks))
+    return fn
+
+  return decorate
 
 
 def available() -> list[str]:
   """Sorted registered loss names."""
   return sorted(_SPECS)
+
+
+def trainable() -> list[str]:
+  """The registered losses the trainer can feed (inputs in :data:`TRAINER_INPUTS`), in registration order."""
+  return [name for name, s in _SPECS.items() if s.inputs in TRAINER_INPUTS]
 
 
 def spec(name: str) -> LossSpec:

@@ -39,6 +39,11 @@ class PhysioSpectrogramResNet(nn.Module):
   stem_width: int = 64
   dtype: Dtype = jnp.float32
 
+  @property
+  def output_dim(self) -> int:
+    """Width of the output feature (B, D): the ResNet's last stage."""
+    return int(self.widths[-1])
+
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
     if x.ndim != 3:
@@ -60,6 +65,11 @@ class PhysioCNN1D(nn.Module):
   kernel_size: int = 7
   dtype: Dtype = jnp.float32
 
+  @property
+  def output_dim(self) -> int:
+    """Width of the output feature (B, D): the CNN's last stage."""
+    return int(self.widths[-1])
+
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
     if x.ndim != 3:
@@ -77,6 +87,11 @@ class AudioLogMelResNet(nn.Module):
   blocks: Sequence[int] = (2, 2, 2, 2)
   stem_width: int = 64
   dtype: Dtype = jnp.float32
+
+  @property
+  def output_dim(self) -> int:
+    """Width of the output feature (B, D): the ResNet's last stage."""
+    return int(self.widths[-1])
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:

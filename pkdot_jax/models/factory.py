@@ -47,13 +47,14 @@ Builders: build_teacher, build_student, build_tnet, build_unimodal(cfg, "video" 
 pretraining; submodule names match the teacher's), and the parts (build_video_backbone,
 build_privileged_backbone, build_fusion). init_variables(model, batch, seed) gives {"params", "batch_stats"}.
 
-Visual embedding size Dv = video.widths[-1]; privileged Dp = privileged_net.widths[-1] (resnet2d18) or
-privileged_net.cnn_widths[-1] (cnn1d). The T-Net maps Dv -> Dp.
+Backbones are chosen by name from VIDEO_BACKBONES (`video.arch`) and PRIVILEGED_BACKBONES
+(`privileged_backbone`); each declares its output width as `output_dim`, which gives the visual embedding size
+Dv (visual_dim) and the privileged Dp (privileged_dim). The T-Net maps Dv -> Dp.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -126,35 +127,37 @@ def _check_choice(field: str, value: Any, choices: tuple[str, ...]) -> None:
 
 
 def visual_dim(cfg: ml_collections.ConfigDict) -> int:
-  return int(cfg.video.widths[-1])
+  """Dv: the output width the configured video backbone declares (its ``output_dim``)."""
+  return int(build_video_backbone(cfg).output_dim)
 
 
 def privileged_dim(cfg: ml_collections.ConfigDict) -> int:
-  if cfg.privileged_backbone == "cnn1d":
-    return int(cfg.privileged_net.cnn_widths[-1])
-  return int(cfg.privileged_net.widths[-1])
+  """Dp: the output width the configured privileged backbone declares (its ``output_dim``)."""
+  return int(build_privileged_backbone(cfg).output_dim)
 
 
-def build_video_backbone(cfg: ml_collections.ConfigDict):
-  arch = cfg.video.get("arch", "r3d18")
-  temporal = {"frame_cnn": "late", "frame_cnn_spatial": "late_spatial", "stack_cnn": "early"}
-  _check_choice("video.arch", arch, ("r3d18", *temporal))
-  if arch in temporal:
-    return FrameCNN(widths=tuple(cfg.video.widths), dtype=_dtype(cfg), temporal=temporal[arch])
-  return R3D18(widths=tuple(cfg.video.widths), blocks=tuple(cfg.video.blocks),
-               stem_width=int(cfg.video.stem_width), dtype=_dtype(cfg),
-               conv3d_impl=cfg.video.get("conv3d_impl", "auto"))
+# Video backbones by `video.arch`: a builder (model config, compute dtype) -> module mapping (B, T, H, W, 3) to
+# (B, D) and declaring D as its `output_dim`.
+BackboneBuilder = Callable[[ml_collections.ConfigDict, Any], Any]
 
 
-def build_privileged_backbone(cfg: ml_collections.ConfigDict):
-  _check_choice("privileged", cfg.privileged, ("physio", "audio"))
-  _check_choice("privileged_backbone", cfg.privileged_backbone, ("resnet2d18", "cnn1d"))
-  net, dtype = cfg.privileged_net, _dtype(cfg)
-  if cfg.privileged_backbone == "cnn1d":
-    if cfg.privileged != "physio":
-      raise errors.ConfigError(f"model config: privileged_backbone 'cnn1d' works on the raw physio window only, got "
-                               f"privileged={cfg.privileged!r}")
-    return PhysioCNN1D(widths=tuple(net.cnn_widths), kernel_size=int(net.cnn_kernel), dtype=dtype)
+def _r3d18(cfg: ml_collections.ConfigDict, dtype: Any) -> R3D18:
+  return R3D18(widths=tuple(cfg.video.widths), blocks=tuple(cfg.video.blocks), stem_width=int(cfg.video.stem_width),
+               dtype=dtype, conv3d_impl=cfg.video.get("conv3d_impl", "auto"))
+
+
+def _frame_cnn(temporal: str) -> BackboneBuilder:
+  return lambda cfg, dtype: FrameCNN(widths=tuple(cfg.video.widths), dtype=dtype, temporal=temporal)
+
+
+VIDEO_BACKBONES: dict[str, BackboneBuilder] = {
+    "r3d18": _r3d18, "frame_cnn": _frame_cnn("late"), "frame_cnn_spatial": _frame_cnn("late_spatial"),
+    "stack_cnn": _frame_cnn("early"),
+}
+
+
+def _spectrogram_resnet(cfg: ml_collections.ConfigDict, dtype: Any):
+  net = cfg.privileged_net
   resnet = dict(widths=tuple(net.widths), blocks=tuple(net.blocks), stem_width=int(net.stem_width), dtype=dtype)
   if cfg.privileged == "physio":
     s = cfg.spectrogram
@@ -162,6 +165,30 @@ def build_privileged_backbone(cfg: ml_collections.ConfigDict):
   m = cfg.logmel
   return AudioLogMelResNet(fs=float(m.fs), nfft=int(m.nfft), hop_length=int(m.hop_length),
                            num_mels=int(m.num_mels), **resnet)
+
+
+def _cnn1d(cfg: ml_collections.ConfigDict, dtype: Any) -> PhysioCNN1D:
+  if cfg.privileged != "physio":
+    raise errors.ConfigError(f"model config: privileged_backbone 'cnn1d' works on the raw physio window only, got "
+                             f"privileged={cfg.privileged!r}")
+  net = cfg.privileged_net
+  return PhysioCNN1D(widths=tuple(net.cnn_widths), kernel_size=int(net.cnn_kernel), dtype=dtype)
+
+
+# Privileged backbones by `privileged_backbone`: a builder for batch[cfg.privileged] -> (B, D), D its `output_dim`.
+PRIVILEGED_BACKBONES: dict[str, BackboneBuilder] = {"resnet2d18": _spectrogram_resnet, "cnn1d": _cnn1d}
+
+
+def build_video_backbone(cfg: ml_collections.ConfigDict):
+  arch = cfg.video.get("arch", "r3d18")
+  _check_choice("video.arch", arch, tuple(VIDEO_BACKBONES))
+  return VIDEO_BACKBONES[arch](cfg, _dtype(cfg))
+
+
+def build_privileged_backbone(cfg: ml_collections.ConfigDict):
+  _check_choice("privileged", cfg.privileged, ("physio", "audio"))
+  _check_choice("privileged_backbone", cfg.privileged_backbone, tuple(PRIVILEGED_BACKBONES))
+  return PRIVILEGED_BACKBONES[cfg.privileged_backbone](cfg, _dtype(cfg))
 
 
 def build_fusion(cfg: ml_collections.ConfigDict):

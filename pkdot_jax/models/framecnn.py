@@ -31,6 +31,11 @@ class FrameCNN(nn.Module):
   dtype: Any = jnp.float32
   temporal: str = "late"  # "late": per-frame CNN + mean/range over time; "early": frames stacked on channels
 
+  @property
+  def output_dim(self) -> int:
+    """Width of the output feature (B, D): the last stage's channels ("early") or the temporal projection's."""
+    return int(self.widths[-1])
+
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
     check_input(x, "FrameCNN", 5, None, "(B, T, H, W, C)")

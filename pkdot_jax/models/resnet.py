@@ -138,6 +138,11 @@ class _ResNetStages(nn.Module):
   ndim: int
   dtype: Dtype
 
+  @property
+  def output_dim(self) -> int:
+    """Width of the output feature (B, D): the last stage's channels, averaged over positions."""
+    return int(self.widths[-1])
+
   def stages(self, x: Array, train: bool) -> Array:
     for stage, (width, num_blocks) in enumerate(zip(self.widths, self.blocks)):
       for block in range(num_blocks):
@@ -213,6 +218,11 @@ class CNN1D(nn.Module):
   kernel_size: int = 7
   in_channels: int | None = None
   dtype: Dtype = jnp.float32
+
+  @property
+  def output_dim(self) -> int:
+    """Width of the output feature (B, D): the last stage's channels, averaged over the window."""
+    return int(self.widths[-1])
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:

@@ -158,18 +158,28 @@ PROTOCOLS = ("subject", "authors", "official")
 
 
 def check_data_config(config) -> None:
-  """The checks of `config.data` that need no data: dataset name, manual download, protocol, fold."""
+  """The checks of `config.data` that need no data, from the dataset registry: dataset name, manual download,
+  protocol (an official split for "official"), fold."""
   dcfg = config.data
-  if dcfg.name not in data_lib.DATASETS:
+  if dcfg.name not in data_lib.available():
     raise errors.ConfigError(f"config.data.name={dcfg.name!r} is not a dataset; datasets are "
-                             f"{', '.join(data_lib.DATASETS)}")
-  if dcfg.name != "pkdot_synthetic" and not dcfg.get("manual_dir", ""):
-    raise errors.ConfigError(data_lib.missing_manual_dir(dcfg.name))
+                     f"{', '.join(data_lib.available())}")
+  spec = data_lib.dataset(dcfg.name)
+  if spec.manual_download and not dcfg.get("manual_dir", ""):
+    raise errors.ConfigError(spec.missing_manual_dir())
   if dcfg.protocol not in PROTOCOLS:
     raise errors.ConfigError(f"config.data.protocol must be one of {', '.join(PROTOCOLS)}, got {dcfg.protocol!r}")
+  if dcfg.protocol == "official" and spec.official_split is None:
+    raise errors.ConfigError(_no_official_split(dcfg.name))
   if dcfg.protocol != "official" and not 0 <= dcfg.fold < dcfg.num_folds:
     raise errors.ConfigError(f"config.data.fold={dcfg.fold} is outside the {dcfg.num_folds} folds "
                              f"(config.data.num_folds)")
+
+
+def _no_official_split(name: str) -> str:
+  with_split = [n for n in data_lib.available() if data_lib.dataset(n).official_split is not None]
+  return (f"config.data.protocol='official' needs a dataset with an official validation split "
+          f"({', '.join(with_split)}); config.data.name is {name!r}")
 
 
 def load(config, datasets: dict[str, Any] | None = None) -> Data:
@@ -192,10 +202,10 @@ def load(config, datasets: dict[str, Any] | None = None) -> Data:
   sources = _sources(dcfg, data_dir, datasets)
 
   if dcfg.protocol == "official":
-    if "validation" not in sources:
-      raise errors.ConfigError(f"config.data.protocol='official' needs a dataset with an official validation split "
-                               f"(affwild2); {dcfg.name!r} has splits {sorted(sources)}")
-    train_source, test_source = sources["train"], sources["validation"]
+    official = data_lib.dataset(dcfg.name).official_split
+    if official not in sources:
+      raise errors.ConfigError(f"{_no_official_split(dcfg.name)}; {dcfg.name!r} has splits {sorted(sources)}")
+    train_source, test_source = sources["train"], sources[official]
     # Aff-Wild2 has no subject ids: the builder's "subject" is the video (so held-out videos are disjoint).
     subjects = io_lib.example_subjects(train_source, "train")
     train_idx, val_idx = _holdout_subjects(subjects, float(dcfg.val_fraction), int(dcfg.fold_seed))

@@ -113,3 +113,53 @@ def test_conv3d_frames_equals_native(kernel, strides, padding):
   g_frames = jax.grad(loss, argnums=(1, 2))(frames, params, x)
   for a, b in zip(jax.tree.leaves(g_frames), jax.tree.leaves(g_native)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def _tiny_backbone_config(arch: str = "r3d18", privileged: str = "physio", privileged_backbone: str = "resnet2d18"):
+  cfg = models.default_config("tiny")
+  # Last widths that differ from each other and from every other size of the config, so that a width read from
+  # the wrong field shows.
+  cfg.video.widths, cfg.video.blocks, cfg.video.stem_width = (8, 12, 20), (1, 1, 1), 8
+  cfg.video.arch = arch
+  cfg.privileged_net.widths, cfg.privileged_net.blocks, cfg.privileged_net.stem_width = (8, 28), (1, 1), 8
+  cfg.privileged_net.cnn_widths = (8, 36)
+  cfg.privileged, cfg.privileged_backbone = privileged, privileged_backbone
+  cfg.input_shapes.video = (4, 16, 16, 3)
+  return cfg
+
+
+@pytest.mark.parametrize("arch", sorted(models.VIDEO_BACKBONES))
+def test_video_backbone_declares_its_output_width(arch):
+  cfg = _tiny_backbone_config(arch)
+  module = models.build_video_backbone(cfg)
+  out, _ = _abstract_init(module, 2, *cfg.input_shapes.video)
+  assert out.shape == (2, module.output_dim) == (2, models.visual_dim(cfg))
+
+
+@pytest.mark.parametrize("privileged,backbone",
+                         [("physio", "resnet2d18"), ("audio", "resnet2d18"), ("physio", "cnn1d")])
+def test_privileged_backbone_declares_its_output_width(privileged, backbone):
+  assert set(models.PRIVILEGED_BACKBONES) == {"resnet2d18", "cnn1d"}  # a new one is added to the cases above
+  cfg = _tiny_backbone_config(privileged=privileged, privileged_backbone=backbone)
+  module = models.build_privileged_backbone(cfg)
+  out, _ = _abstract_init(module, 2, *cfg.input_shapes[privileged])
+  assert out.shape == (2, module.output_dim) == (2, models.privileged_dim(cfg))
+  assert module.output_dim == (36 if backbone == "cnn1d" else 28)
+
+
+def test_tnet_maps_the_declared_widths():
+  cfg = _tiny_backbone_config("frame_cnn_spatial", "physio", "cnn1d")
+  tnet = models.build_tnet(cfg)
+  assert (tnet.in_dim, tnet.out_dim) == (20, 36)
+
+
+@pytest.mark.parametrize("field,value,match", [("video.arch", "r2plus1d", r"video.arch must be one of \('r3d18'"),
+                                               ("privileged_backbone", "lstm", "privileged_backbone must be one of")])
+def test_unknown_backbone_names_the_registered_ones(field, value, match):
+  cfg = _tiny_backbone_config()
+  if field == "video.arch":
+    cfg.video.arch = value
+  else:
+    cfg.privileged_backbone = value
+  with pytest.raises(ValueError, match=match):
+    models.build_teacher(cfg)
