@@ -19,4 +19,29 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # pytest-xdist workers inherit the controller's directory
   os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="pkdot-test-xla-cache-")
   atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# Every program is cached, however quick its compile: the training tests, the xdist workers and the `pkdot`
+# subprocesses (which inherit these variables) build the same small init, evaluation and step programs again and
+# again, and under a loaded CI machine even a "0.1 s" compile takes seconds.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+
+# The CI runs the suite on 2 workers with `--dist loadfile`: each file runs whole on one worker, files are handed
+# out in collection order. These files train end to end (minutes each on the 2-core CI machine): they are
+# collected first, the longest first, so that none of them starts last and leaves the other worker idle while it
+# runs; every other file keeps its place. Paths relative to tests/.
+LONG_FILES = ("train/test_pipeline.py", "train/test_multiprocess.py", "experiments/test_paper_configs.py",
+              "train/test_preemption.py", "experiments/test_sweep_and_demo.py",
+              "experiments/test_concurrent_shards.py", "train/test_records.py")
+
+
+def pytest_configure(config):
+  # pytest-xdist would otherwise reorder the files by their number of tests (a one-test file that runs for
+  # minutes then starts last).
+  if hasattr(config.option, "loadscopereorder"):
+    config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+  tests_dir = os.path.dirname(os.path.abspath(__file__))
+  rank = {os.path.join(tests_dir, *name.split("/")): i for i, name in enumerate(LONG_FILES)}
+  items.sort(key=lambda item: rank.get(str(item.path), len(rank)))  # stable: the other files keep their order

@@ -113,17 +113,18 @@ def test_event_files_hold_every_step_and_agree_with_metrics_jsonl(trained_pipeli
   assert capsys.readouterr().err == ""
 
 
-def test_resume_is_exact(data_dir, tmp_path, capsys):
+def test_resume_is_exact(data_dir, tmp_path, capsys, smoke_context):
   """Killed mid-epoch after step 4 (checkpoint every step) and resumed == uninterrupted, data order and RNG
   included; the console says so, and the event files hold each step once with the uninterrupted values."""
   config = smoke_config(data_dir, **{"checkpoint.every_steps": 1})
   full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
-  loop.run_pipeline(config, full, ("teacher",))
+  context = smoke_context  # the smoke teacher's programs, traced and compiled once
+  loop.run_pipeline(config, full, ("teacher",), context=context)
   loop.validate_config(config, ("teacher",))
   checkpoint.check_or_write_config(resumed, config)
-  stopped = loop.run_stage("teacher", config, resumed, stop_after_steps=4)
+  stopped = loop.run_stage("teacher", config, resumed, stop_after_steps=4, context=context)
   assert stopped == {"stopped_at": 4}
-  loop.run_pipeline(config, resumed, ("teacher",))
+  loop.run_pipeline(config, resumed, ("teacher",), context=context)
   a, b = _latest(full, "teacher"), _latest(resumed, "teacher")
   assert int(a["state"]["step"]) == int(b["state"]["step"]) == 6
   _assert_trees_close(a["state"], b["state"], 1e-6)
@@ -142,17 +143,18 @@ def test_resume_is_exact(data_dir, tmp_path, capsys):
     np.testing.assert_allclose([v for _, v in events[1][tag]], [v for _, v in events[0][tag]], rtol=1e-5)
 
 
-def test_vmapped_seeds_equal_separate_runs(data_dir, tmp_path):
+def test_vmapped_seeds_equal_separate_runs(data_dir, tmp_path, smoke_context):
   # One step (the whole training split in one batch): several steps of a tiny BatchNorm net amplify the
   # rounding differences of the batched (grouped) convolutions past 1e-5 without anything being wrong.
   sgd = {"stages.teacher.num_epochs": 1, "optimizer.name": "sgd", "optimizer.learning_rate": 0.01,
          "batch_size": 48}
   together = smoke_config(data_dir, seeds=(0, 1), **sgd)
-  loop.run_pipeline(together, str(tmp_path / "both"), ("teacher",))
+  context = smoke_context  # the two single-seed runs share one step program (the seed is data, not program)
+  loop.run_pipeline(together, str(tmp_path / "both"), ("teacher",), context=context)
   both = _latest(str(tmp_path / "both"), "teacher")["state"]
   for m, seed in enumerate((0, 1)):
     alone_dir = str(tmp_path / f"seed{seed}")
-    loop.run_pipeline(smoke_config(data_dir, seeds=(seed,), **sgd), alone_dir, ("teacher",))
+    loop.run_pipeline(smoke_config(data_dir, seeds=(seed,), **sgd), alone_dir, ("teacher",), context=context)
     alone = _latest(alone_dir, "teacher")["state"]
     _assert_trees_close(jax.tree.map(lambda x: x[m], both["params"]), alone["params"], 1e-5)
 
@@ -217,7 +219,7 @@ def test_members_read_their_seeds_teacher():
 # Adam divides by sqrt(v): for parameters whose true gradient is zero (attention key biases: softmax ignores
 # them) it turns float rounding noise into lr-sized steps, so two programs that differ only in rounding drift
 # apart. The equality tests therefore train with SGD, where noise stays noise-sized.
-def test_teacher_cache_and_weight_members_equal_single_runs(trained_pipeline, tmp_path):
+def test_teacher_cache_and_weight_members_equal_single_runs(trained_pipeline, smoke_context, tmp_path):
   """The teacher cache gives the student the in-step teacher trains (the config's weight, 0.6, alone); and a
   student with two distillation weights (two members of one seed, each reading the one teacher) trains, per
   member, what the run with that weight alone trains, with and without the cache. One set of runs serves both
@@ -225,6 +227,7 @@ def test_teacher_cache_and_weight_members_equal_single_runs(trained_pipeline, tm
   config, teacher_dir, _ = trained_pipeline
   assert config.distill.weight == 0.6
   singles = {}
+  context = smoke_context  # the four runs' init and evaluation programs are the fixture student's
   for cache in (False, True):
     finals = {}
     for weight in ((0.3, 0.6), 0.6):
@@ -232,7 +235,7 @@ def test_teacher_cache_and_weight_members_equal_single_runs(trained_pipeline, tm
           "stages.student.optimizer": {"name": "sgd"}, "cache_teacher": cache, "teacher_workdir": teacher_dir,
           "distill.weight": weight})
       workdir = str(tmp_path / f"cache_{cache}_{weight}")
-      loop.run_pipeline(student_config, workdir, ("student",))
+      loop.run_pipeline(student_config, workdir, ("student",), context=context)
       finals[weight] = _latest(workdir, "student")["state"]
     _assert_trees_close(jax.tree.map(lambda x: x[1], finals[(0.3, 0.6)]["params"]), finals[0.6]["params"], 1e-5)
     singles[cache] = finals[0.6]

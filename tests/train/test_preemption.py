@@ -23,7 +23,7 @@ TIMEOUT_S = 300
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(data_dir, tmp_path_factory):
+def uninterrupted(data_dir, tmp_path_factory, smoke_context):
   """The teacher stage (2 epochs of 3 steps) run without interruption: (config, workdir). Its step metrics
   reach the host once per epoch (log_every=10): reading the signal flag adds no device sync per step."""
   config = smoke_config(data_dir)
@@ -32,7 +32,7 @@ def uninterrupted(data_dir, tmp_path_factory):
   with pytest.MonkeyPatch.context() as patch:
     original = loop._check_window
     patch.setattr(loop, "_check_window", lambda window, *args: windows.append(len(window)) or original(window, *args))
-    loop.run_pipeline(config, workdir, ("teacher",))
+    loop.run_pipeline(config, workdir, ("teacher",), context=smoke_context)
   assert config.log_every == 10 and windows == [3, 3]
   return config, workdir
 
@@ -72,13 +72,14 @@ def _signal_before_batch(monkeypatch, batch_number, signum, counter):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_signal_mid_epoch_saves_the_step_and_resume_is_exact(uninterrupted, tmp_path, monkeypatch, signum):
+def test_signal_mid_epoch_saves_the_step_and_resume_is_exact(uninterrupted, smoke_context, tmp_path, monkeypatch,
+                                                             signum):
   config, reference = uninterrupted
   workdir = str(tmp_path / "run")
   batches = []
   _signal_before_batch(monkeypatch, 2, signum, batches)  # mid-epoch 1: after step 1, before step 2
   with pytest.raises(preemption.Preempted, match=r"teacher step 2 of 6 saved in .*teacher/checkpoints") as e:
-    loop.run_pipeline(config, workdir, ("teacher",))
+    loop.run_pipeline(config, workdir, ("teacher",), context=smoke_context)
   assert e.value.exit_status == {signal.SIGTERM: 143, signal.SIGINT: 130}[signum]
   assert len(batches) == 2  # the step in progress was finished, no further one started
   assert _latest(workdir)[0] == 2  # ... and saved: no step lost
@@ -88,17 +89,17 @@ def test_signal_mid_epoch_saves_the_step_and_resume_is_exact(uninterrupted, tmp_
   monkeypatch.undo()
   resumed = []
   _signal_before_batch(monkeypatch, 0, signum, resumed)  # counts only
-  loop.run_pipeline(config, workdir, ("teacher",))
+  loop.run_pipeline(config, workdir, ("teacher",), context=smoke_context)
   assert len(resumed) == 4  # steps 3..6: nothing trained twice
   _assert_same_run(workdir, reference)  # epoch 1's train loss covers its steps before the signal too
 
 
-def test_checkpoint_saved_without_the_epoch_loss_still_resumes(uninterrupted, tmp_path):
+def test_checkpoint_saved_without_the_epoch_loss_still_resumes(uninterrupted, smoke_context, tmp_path):
   """A mid-epoch checkpoint written by a version that did not save the epoch's losses resumes to the same
   final state (that epoch's train loss then averages only the steps after the resume, as that version did)."""
   config, reference = uninterrupted
   workdir = str(tmp_path / "run")
-  loop.run_stage("teacher", config, workdir, stop_after_steps=2)
+  loop.run_stage("teacher", config, workdir, stop_after_steps=2, context=smoke_context)
   ck = checkpoint.Checkpointer(os.path.join(workdir, "teacher"))
   tree = ck.restore_latest_as_saved()
   del tree["epoch_loss"]
@@ -106,24 +107,24 @@ def test_checkpoint_saved_without_the_epoch_loss_still_resumes(uninterrupted, tm
   ck.save(2, tree, force=True)
   ck.close()
   assert checkpoint.Checkpointer(os.path.join(workdir, "teacher")).saved_keys() == {"state", "best"}
-  loop.run_stage("teacher", config, workdir)
+  loop.run_stage("teacher", config, workdir, context=smoke_context)
   (step, tree), (_, expected) = _latest(workdir), _latest(reference)
   assert step == 6
   for a, b in zip(jax.tree.leaves(tree["state"]), jax.tree.leaves(expected["state"]), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
-def test_signal_at_an_epoch_end_stops_before_the_next_epoch(uninterrupted, tmp_path, monkeypatch):
+def test_signal_at_an_epoch_end_stops_before_the_next_epoch(uninterrupted, smoke_context, tmp_path, monkeypatch):
   config, reference = uninterrupted
   workdir = str(tmp_path / "run")
   batches = []
   _signal_before_batch(monkeypatch, 3, signal.SIGTERM, batches)  # the last step of epoch 1
   with pytest.raises(preemption.Preempted, match="teacher step 3 of 6"):
-    loop.run_pipeline(config, workdir, ("teacher",))
+    loop.run_pipeline(config, workdir, ("teacher",), context=smoke_context)
   assert len(batches) == 3 and _latest(workdir)[0] == 3
   assert [r["epoch"] for r in loop.read_metrics(workdir)] == [1]  # the epoch's record was written before
   monkeypatch.undo()
-  loop.run_pipeline(config, workdir, ("teacher",))
+  loop.run_pipeline(config, workdir, ("teacher",), context=smoke_context)
   _assert_same_run(workdir, reference)
 
 

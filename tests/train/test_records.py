@@ -14,7 +14,6 @@ import pytest
 
 from pkdot_jax.study import report, sweep
 from pkdot_jax.train import checkpoint, checksums, loop, records
-from pkdot_jax.train.programs import Context
 from train_helpers import smoke_config
 
 
@@ -162,12 +161,12 @@ def _latest_state(workdir):
   return jax.tree.map(np.asarray, tree["state"])
 
 
-def test_damaged_checkpoint_and_cut_journal_line_resume_exactly(data_dir, tmp_path, capfd):
+def test_damaged_checkpoint_and_cut_journal_line_resume_exactly(data_dir, tmp_path, capfd, smoke_context):
   """Stopped at step 4, then the latest checkpoint truncated and the journal's last
   line cut short: the resumed run names both, resumes from step 3 and ends equal to an uninterrupted run."""
   config = smoke_config(data_dir)  # checkpoints at the end of each epoch (step 3) and where it stops (step 4)
   full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
-  context = Context()  # programs compiled once for the whole test
+  context = smoke_context  # the smoke teacher's programs, compiled once
   loop.run_pipeline(config, full, ("teacher",), context=context)
   checkpoint.check_or_write_config(resumed, config)
   assert loop.run_stage("teacher", config, resumed, stop_after_steps=4, context=context) == {"stopped_at": 4}
