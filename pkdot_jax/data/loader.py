@@ -9,6 +9,12 @@ batches are kept; otherwise the epoch is padded to whole global batches with cop
 Random transforms get a `np.random.Generator` seeded by (seed, batch number, position in the global batch), so
 results depend neither on the number of workers nor on the number of hosts.
 
+One grain iterator serves every epoch (a batch's epoch and slots follow from its index), so worker processes
+start once per loader. tfds array_record sources are read through `decode.RecordReader` (libdeflate, small
+fields decoded once per record); each example is copied into the preallocated batch as soon as it is
+transformed. Worker processes read synchronously and build the batch's large arrays in shared memory, whose
+names the main process unlinks as each batch arrives.
+
 Batch format (described in docs/data.md): dict of NumPy arrays with leading axis B; integer fields become int32,
 float64 becomes float32, and "mask" (bool) is added. String / bytes fields are dropped unless `keep_strings`.
 """

@@ -234,3 +234,33 @@ def test_no_shared_memory_left_behind(tiny_binary, tmp_path):
   assert "received" in run.stdout and "left []" in run.stdout, run.stdout
   assert int(run.stdout.split("received ")[1].split()[0]) >= 8  # the video of every batch went through one
   assert "leaked" not in run.stderr and "resource_tracker" not in run.stderr, run.stderr[-3000:]
+
+
+def test_trainer_data_keeps_workers_across_epochs_and_evaluations(tiny_binary):
+  """The trainer's `Data` with 2 workers gives the batches of 0 workers epoch after epoch, for training and for
+  evaluation, from the same worker processes; a resumed epoch (skip) gives the rest of that epoch; close() stops
+  the workers."""
+  from pkdot_jax.train import input as input_lib
+  _, source = tiny_binary
+  train_tf, eval_tf = transforms.video_transforms(train=True, crop=(12, 12)), transforms.video_transforms(
+      train=False, crop=(12, 12))
+
+  def data(workers):
+    split = lambda start, stop: input_lib.Split(source, np.arange(start, stop))
+    return input_lib.Data(train=split(0, 40), val=split(40, 50), test=split(50, 60), train_transforms=train_tf,
+                          eval_transforms=eval_tf, worker_count=workers)
+  inline, workers = data(0), data(2)
+  before = _grain_workers()
+  started = None
+  for epoch in range(3):
+    _assert_same_batches(list(workers.train_batches(epoch, (3,), 8)), list(inline.train_batches(epoch, (3,), 8)))
+    _assert_same_batches(list(workers.eval_batches("val", 8)), list(inline.eval_batches("val", 8)))
+    started = started or _grain_workers() - before
+    assert _grain_workers() - before == started and len(started) == 4  # 2 for training, 2 for validation
+  first = list(inline.train_batches(1, (3,), 8))
+  _assert_same_batches(list(workers.train_batches(1, (3,), 8, skip=2)), first[2:])
+  single_epoch = loader.make_loader(source, np.arange(0, 40), batch_size=8, seed=loader.epoch_seed(3, 1),
+                                    drop_remainder=True, transforms=train_tf)
+  _assert_same_batches(first, list(single_epoch))  # the per-epoch seeding of the trainer
+  workers.close()
+  assert not _grain_workers() - before
