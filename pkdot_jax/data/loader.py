@@ -9,6 +9,12 @@ batches are kept; otherwise the epoch is padded to whole global batches with cop
 Random transforms get a `np.random.Generator` seeded by (seed, batch number, position in the global batch), so
 results depend neither on the number of workers nor on the number of hosts.
 
+One grain iterator serves every epoch (a batch's epoch and slots follow from its index), so worker processes
+start once per loader. tfds array_record sources are read through `decode.RecordReader` (libdeflate, small
+fields decoded once per record); each example is copied into the preallocated batch as soon as it is
+transformed. Worker processes read synchronously and build the batch's large arrays in shared memory, whose
+names the main process unlinks as each batch arrives.
+
 Batch format (described in docs/data.md): dict of NumPy arrays with leading axis B; integer fields become int32,
 float64 becomes float32, and "mask" (bool) is added. String / bytes fields are dropped unless `keep_strings`.
 """
@@ -16,12 +22,16 @@ float64 becomes float32, and "mask" (bool) is added. String / bytes fields are d
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
+import gc
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
 import grain
-from absl import flags
+import grain.multiprocessing
 import numpy as np
+from absl import flags
+
+from pkdot_jax.data import decode
 
 Example = dict[str, Any]
 _NO_SHARED_MEMORY = 1 << 62  # grain's min_shm_size: arrays smaller than this are pickled, i.e. all of them
@@ -56,57 +66,135 @@ def shard_slots(order: np.ndarray, *, batch_size: int, shard_index: int, shard_c
 
 
 class _BatchReader:
-  """Random-access source of whole batches: element i reads, transforms and collates the i-th slot group.
+  """Random-access source of whole batches: element i reads, transforms and collates the i-th batch.
 
-  Working on batches (not examples) keeps worker-to-main-process traffic to one message per batch. Each example
-  gets its own generator seeded by (seed, batch number, position in the global batch), so random transforms
-  are reproducible and independent of the worker and host counts.
+  Working on batches (not examples) keeps worker-to-main-process traffic to one message per batch. Batch i is
+  batch `i % batches_per_epoch` of epoch `i // batches_per_epoch`; its slots are computed from
+  the index, so one reader (and one set of worker processes) serves any number of epochs. Each example gets its
+  own generator seeded by (epoch seed, batch number, position in the global batch), so random transforms are
+  reproducible and independent of the worker and host counts. Collation copies each example into the batch as
+  soon as it is transformed; in worker processes the large arrays of the batch are allocated in shared memory,
+  so they reach the main process without being pickled.
   """
 
-  def __init__(self, source, batches: list[np.ndarray], transforms: Sequence[Transform], seed: int,
-               offset: int, first_batch: int, keep_strings: bool):
-    self._source = source
-    self._batches = batches
-    self._transforms = tuple(transforms)
-    self._seed = int(seed)
-    self._offset = int(offset)  # position of this shard's first row in the global batch
-    self._first_batch = int(first_batch)
-    self._keep_strings = keep_strings
+  def __init__(self, loader: "Loader", length: int):
+    self._loader = loader
+    self._length = int(length)
+    self._per_epoch = loader.batches_per_epoch
+    self._transforms = tuple(loader.transforms)
+    self._shared = False
+    self._setup()
+
+  def _setup(self) -> None:
+    self._records = decode.RecordReader.of(self._loader.source) or self._loader.source
+    self._slots_cache: dict[int, np.ndarray] = {}
+
+  def __getstate__(self):
+    return {k: v for k, v in self.__dict__.items() if k not in ("_records", "_slots_cache")}
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._setup()
+
+  def share_memory(self) -> "_BatchReader":
+    """Large batch arrays in shared memory (for readers that run in worker processes)."""
+    self._shared = True
+    return self
 
   def __len__(self) -> int:
-    return len(self._batches)
+    return self._length
+
+  def _slots(self, i: int) -> tuple[np.ndarray, int, int]:
+    """(slots of batch i, its epoch seed, its batch number for the transform seeds)."""
+    epoch, b = divmod(i, self._per_epoch)
+    slots = self._slots_cache.get(epoch)
+    if slots is None:
+      slots = self._loader.epoch_slots(epoch)
+      self._slots_cache = {epoch: slots}  # one epoch at a time (read threads may replace it concurrently)
+    seed, number = self._loader.transform_seed(epoch, b)
+    size = self._loader.batch_size
+    return slots[b * size:(b + 1) * size], seed, number
 
   def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-    examples = []
-    for j, slot in enumerate(self._batches[i].tolist()):
+    slots, seed, number = self._slots(i)
+    offset = self._loader.shard_index * self._loader.batch_size  # this shard's first row in the global batch
+    batch = _Batch(len(slots), self._loader.keep_strings, self._shared)
+    for j, slot in enumerate(slots.tolist()):
       position = slot if slot >= 0 else -slot - 1
-      example = dict(self._source[position])
+      example = self._records[position]
       if self._transforms:
-        rng = np.random.default_rng(
-            np.random.SeedSequence([self._seed, 0, self._first_batch + i, self._offset + j]))
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 0, number, offset + j]))
         for transform in self._transforms:
           example = transform(example, rng)
-      example["mask"] = slot >= 0
-      examples.append(example)
-    return collate(examples, self._keep_strings)
+      batch.add(j, {**example, "mask": slot >= 0})
+    return batch.arrays()
+
+
+_SHARED_MIN_BYTES = 1 << 15  # batch arrays from this size up go through shared memory from worker processes
+
+
+class _Batch:
+  """Collation into preallocated arrays (the format of `collate`), filled one example at a time."""
+
+  def __init__(self, size: int, keep_strings: bool, shared: bool):
+    self._size, self._keep_strings, self._shared = size, keep_strings, shared
+    self._arrays: dict[str, Any] = {}
+
+  def _allocate(self, key: str, value: np.ndarray) -> Any:
+    if value.dtype.kind in "SUO":
+      return [] if self._keep_strings else None
+    dtype = _batch_dtype(value.dtype)
+    shape = (self._size, *value.shape)
+    if self._shared and np.prod(shape) * dtype.itemsize >= _SHARED_MIN_BYTES:
+      return grain.multiprocessing.SharedMemoryArray(shape, dtype)
+    return np.empty(shape, dtype)
+
+  def add(self, j: int, example: Example) -> None:
+    for key, value in example.items():
+      value = np.asarray(value)
+      if key not in self._arrays:
+        self._arrays[key] = self._allocate(key, value)
+      target = self._arrays[key]
+      if target is None:
+        continue
+      if isinstance(target, list):
+        target.append(value)
+        continue
+      if value.shape != target.shape[1:]:
+        raise ValueError(f"field {key!r}: example {j} of the batch has shape {value.shape}, the first "
+                         f"{target.shape[1:]}: a batch needs one shape per field")
+      _copy_into(target[j, ...], value)
+
+  def arrays(self) -> dict[str, np.ndarray]:
+    return {key: (np.stack(value) if isinstance(value, list) else value) for key, value in self._arrays.items()
+            if value is not None}
+
+
+def _batch_dtype(dtype: np.dtype) -> np.dtype:
+  if dtype.kind in "iu" and dtype != np.uint8:
+    return np.dtype(np.int32)
+  if dtype == np.float64:
+    return np.dtype(np.float32)
+  return dtype
+
+
+def _copy_into(target: np.ndarray, value: np.ndarray) -> None:
+  """target[...] = value. A strided view whose last axis is contiguous (a flipped or cropped clip: rows of
+  3-byte pixels) is copied a whole last-axis row per element, about twice as fast as numpy's byte loop."""
+  if (value.ndim and value.dtype == target.dtype and not value.flags.c_contiguous
+      and value.strides[-1] == value.itemsize and target.flags.c_contiguous and value.shape[-1] > 1):
+    width = f"V{value.shape[-1] * value.itemsize}"
+    np.copyto(target.view(width)[..., 0], value.view(width)[..., 0])
+    return
+  np.copyto(target, value, casting="unsafe")
 
 
 def collate(examples: Sequence[Example], keep_strings: bool = False) -> dict[str, np.ndarray]:
   """Stacks examples into a batch dict; int -> int32, float64 -> float32, strings dropped unless kept."""
-  batch = {}
-  for key in examples[0]:
-    values = np.stack([np.asarray(e[key]) for e in examples])
-    kind = values.dtype.kind
-    if kind in "SUO":
-      if keep_strings:
-        batch[key] = values
-      continue
-    if kind in "iu" and values.dtype != np.uint8:
-      values = values.astype(np.int32)
-    elif kind == "f" and values.dtype == np.float64:
-      values = values.astype(np.float32)
-    batch[key] = values
-  return batch
+  batch = _Batch(len(examples), keep_strings, shared=False)
+  for j, example in enumerate(examples):
+    batch.add(j, example)
+  return batch.arrays()
 
 
 @dataclasses.dataclass
@@ -127,73 +215,122 @@ class Loader:
   read_threads: int
   keep_strings: bool
 
+  epoch_seeds: bool = False
+
+  def _order_key(self, epoch: int) -> tuple[int, int]:
+    """(seed, epoch) that draw epoch `epoch`'s order: (seed, epoch), or with `epoch_seeds` (a seed drawn from
+    (seed, epoch), 0)."""
+    return (epoch_seed(self.seed, epoch), 0) if self.epoch_seeds else (self.seed, epoch)
+
   def epoch_slots(self, epoch: int) -> np.ndarray:
-    order = epoch_order(self.indices, epoch=epoch, seed=self.seed, shuffle=self.shuffle)
+    seed, key = self._order_key(epoch)
+    order = epoch_order(self.indices, epoch=key, seed=seed, shuffle=self.shuffle)
     return shard_slots(order, batch_size=self.batch_size, shard_index=self.shard_index,
                        shard_count=self.shard_count, drop_remainder=self.drop_remainder, pad=self.pad)
 
+  def transform_seed(self, epoch: int, b: int) -> tuple[int, int]:
+    """(seed, batch number) of the random transforms of batch b of epoch `epoch`."""
+    if self.epoch_seeds:
+      return epoch_seed(self.seed, epoch), b
+    return self.seed, epoch * self.batches_per_epoch + b
+
   @property
   def batches_per_epoch(self) -> int:
-    m = self.epoch_slots(0).size
-    return -(-m // self.batch_size)
+    if self.__dict__.get("_per_epoch") is None:
+      self.__dict__["_per_epoch"] = -(-self.epoch_slots(0).size // self.batch_size)
+    return self.__dict__["_per_epoch"]
 
   def __len__(self) -> int:
     if self.num_epochs is None:
       raise TypeError("an endless loader (num_epochs=None) has no length")
     return self.batches_per_epoch * self.num_epochs
 
-  def _dataset(self, epochs: range) -> grain.IterDataset:
-    batches = []
-    for epoch in epochs:
-      slots = self.epoch_slots(epoch)
-      # Batches never straddle two epochs (a ragged last batch stays ragged when pad=False).
-      batches.extend(slots[k:k + self.batch_size] for k in range(0, slots.size, self.batch_size))
-    reader = _BatchReader(self.source, batches, self.transforms, self.seed, self.shard_index * self.batch_size,
-                          first_batch=epochs.start * self.batches_per_epoch, keep_strings=self.keep_strings)
-    iter_dataset = grain.MapDataset.source(reader).to_iter_dataset(
-        grain.ReadOptions(num_threads=self.read_threads, prefetch_buffer_size=max(2, self.read_threads)))
+  def _dataset(self, start: int) -> grain.IterDataset:
+    """All epochs' batches from global batch `start` on, in one grain dataset (so worker processes start once)."""
+    epochs = self.num_epochs if self.num_epochs is not None else _ENDLESS_EPOCHS
+    reader = _BatchReader(self, epochs * self.batches_per_epoch)
+    if self.worker_count > 0:
+      reader.share_memory()
+    # A worker process reads synchronously: batches prefetched by its own threads would hold shared memory
+    # that grain cannot unlink when it stops the worker (it drains only its queue); processes are the
+    # parallelism there, one core each.
+    threads = 0 if self.worker_count > 0 else self.read_threads
+    iter_dataset = grain.MapDataset.source(reader)[start:].to_iter_dataset(
+        grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(2, threads) if threads else 0))
     if self.worker_count > 0:
       # grain's worker processes read absl flags; outside an absl app nothing has parsed them, so accept the
       # defaults (a real absl app has parsed them already and this is a no-op).
       if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
-      # Batches travel pickled through the workers' queues, not through shared memory: on Python < 3.13 the
-      # resource tracker counts every block a worker creates and the main process opens twice, and warns of
-      # "leaked" blocks at exit; a uint8 batch pickles in milliseconds against the ~100 ms it takes to read.
+      # Only the arrays the reader put in shared memory travel through it (the rest is pickled).
       iter_dataset = grain.experimental.WithOptionsIterDataset(
           iter_dataset, grain.experimental.DatasetOptions(min_shm_size=_NO_SHARED_MEMORY))
       iter_dataset = iter_dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.worker_count,
                                                                            per_worker_buffer_size=2))
     return iter_dataset
 
+  def iterate(self, start: int = 0) -> Generator[dict[str, np.ndarray], None, None]:
+    """The batches from global batch `start` (epoch start // batches_per_epoch) on; worker processes start once
+    and serve every epoch, and stop (their shared memory released) when the iteration ends or is abandoned."""
+    if start < 0 or (self.num_epochs is not None and start > len(self)):
+      raise ValueError(f"start={start} is outside the loader's {len(self)} batches")
+    return _closing(self._dataset(start), self.worker_count > 0)
+
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-    if self.num_epochs is not None:
-      yield from _closing(self._dataset(range(self.num_epochs)))
-      return
-    epoch = 0
-    while True:
-      yield from _closing(self._dataset(range(epoch, epoch + 1)))
-      epoch += 1
+    return self.iterate(0)
 
 
-def _closing(dataset: grain.IterDataset) -> Iterator[dict[str, np.ndarray]]:
+_ENDLESS_EPOCHS = 1 << 30  # an endless loader's dataset: long enough never to end, and indexed lazily
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+  """A seed for epoch `epoch` drawn from (seed, epoch) (the trainer reseeds every epoch this way)."""
+  return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def _closing(dataset: grain.IterDataset, from_workers: bool) -> Generator[dict[str, np.ndarray], None, None]:
   """Iterates a grain dataset and closes its iterator however the iteration ends (exhausted, abandoned by the
-  caller, an error): worker processes stop and the shared-memory blocks of prefetched batches are unlinked,
-  instead of leaking until the interpreter exits."""
+  caller, an error): worker processes stop, and neither shared-memory blocks nor semaphores are left behind."""
   iterator = iter(dataset)
   try:
-    yield from iterator
+    for batch in iterator:
+      yield _received(batch) if from_workers else batch
   finally:
     close = getattr(iterator, "close", None)
     if close is not None:
       close()
+    del iterator
+    if from_workers:
+      _release_worker_resources()
+
+
+def _received(batch: dict[str, Any]) -> dict[str, np.ndarray]:
+  """A batch from a worker as plain arrays. The names of its shared-memory blocks are unlinked at once (the
+  memory goes with the last array using it), so no block outlives its batch, whatever the caller keeps."""
+  out = {}
+  for key, value in batch.items():
+    if isinstance(value, grain.multiprocessing.SharedMemoryArray):
+      value.shm.unlink()
+      value._unlink_on_del = False  # noqa: SLF001 -- unlinked above; its finaliser now only unmaps
+      value = value.view(np.ndarray)
+    out[key] = value
+  return out
+
+
+def _release_worker_resources() -> None:
+  """After a worker iterator is closed: collects its cycles (the queues' semaphores live in /dev/shm until their
+  objects are collected, and so do prefetched batches) and waits for grain's pending shared-memory unlinks."""
+  gc.collect()
+  pool = getattr(grain.multiprocessing.SharedMemoryArray, "_del_thread_pool", None)
+  if pool is not None:
+    pool.apply(int)  # one thread runs the unlinks in order: this returns once the pending ones are done
 
 
 def make_loader(source, indices: Sequence[int] | np.ndarray | None = None, *, batch_size: int,
                 shuffle: bool = True, seed: int = 0, num_epochs: int | None = 1, drop_remainder: bool = False,
                 pad: bool = True, transforms: Sequence[Transform] = (), shard_index: int = 0,
                 shard_count: int = 1, worker_count: int = 0, read_threads: int = 2,
-                keep_strings: bool = False) -> Loader:
+                keep_strings: bool = False, epoch_seeds: bool = False) -> Loader:
   """Batches of `source[indices]` (a tfds data source or any random-access sequence of example dicts).
 
   Args:
@@ -208,8 +345,11 @@ def make_loader(source, indices: Sequence[int] | np.ndarray | None = None, *, ba
     transforms: callables `(example, rng) -> example`, applied in order (see pkdot_jax.data.transforms).
     shard_index, shard_count: this process's shard; shards partition each epoch's examples.
     worker_count: grain worker processes (0 = in-process).
-    read_threads: grain read threads per process.
+    read_threads: grain read threads of the in-process reader (worker_count=0); worker processes read
+      synchronously, one core each.
     keep_strings: keep string/bytes fields (e.g. sample names) as object arrays instead of dropping them.
+    epoch_seeds: epoch e draws its order and transforms from `epoch_seed(seed, e)` (the trainer's seeding)
+      instead of from (seed, e).
   """
   indices = np.arange(len(source)) if indices is None else np.asarray(indices, dtype=np.int64)
   if indices.ndim != 1 or indices.size == 0:
@@ -229,4 +369,4 @@ def make_loader(source, indices: Sequence[int] | np.ndarray | None = None, *, ba
   return Loader(source=source, indices=indices, batch_size=batch_size, shuffle=shuffle, seed=seed,
                 num_epochs=num_epochs, drop_remainder=drop_remainder, pad=pad, transforms=tuple(transforms),
                 shard_index=shard_index, shard_count=shard_count, worker_count=worker_count,
-                read_threads=read_threads, keep_strings=keep_strings)
+                read_threads=read_threads, keep_strings=keep_strings, epoch_seeds=epoch_seeds)

@@ -9,9 +9,10 @@ In a multi-process job every process reads its own shard of each batch (`paralle
 from __future__ import annotations
 
 import dataclasses
-import itertools
+import functools
 import json
 import os
+import weakref
 from typing import Any, Iterator
 
 import numpy as np
@@ -36,31 +37,57 @@ class Split:
 
 @dataclasses.dataclass
 class Data:
+  """The splits of a run and their loaders. Each (split, seed, batch size) reads through one endless loader kept
+  across calls, so worker processes start once per run instead of at every epoch and evaluation; `close()` (or
+  garbage collection, or the interpreter's exit) stops them."""
   train: Split
   val: Split
   test: Split
   train_transforms: list
   eval_transforms: list
   worker_count: int = 0
+  _streams: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
+
+  def __post_init__(self):
+    weakref.finalize(self, _close_streams, self._streams)
+
+  def close(self) -> None:
+    """Stops the loaders' worker processes (a later call starts new ones)."""
+    _close_streams(self._streams)
 
   def _loader(self, split: Split, batch_size: int, *, shuffle: bool, seed: int, drop_remainder: bool,
-              transforms, skip_batches: int = 0) -> Iterator[dict[str, np.ndarray]]:
+              transforms, worker_count: int | None = None) -> loader_lib.Loader:
     shard_index, shard_count = parallel.process_shard()
     if batch_size % shard_count:
       raise errors.ConfigError(f"batch size {batch_size} is not divisible by the {shard_count} processes")
-    loader = loader_lib.make_loader(
+    return loader_lib.make_loader(
         split.source, split.indices, batch_size=batch_size // shard_count, shuffle=shuffle, seed=seed,
-        num_epochs=1, drop_remainder=drop_remainder, transforms=transforms, shard_index=shard_index,
-        shard_count=shard_count, worker_count=self.worker_count)
-    # A resumed epoch skips the batches already trained on (the order is a function of the seed alone).
-    return itertools.islice(iter(loader), skip_batches, None)
+        num_epochs=None, drop_remainder=drop_remainder, transforms=transforms, shard_index=shard_index,
+        shard_count=shard_count, worker_count=self.worker_count if worker_count is None else worker_count,
+        epoch_seeds=True)
+
+  def _epoch(self, key: tuple, make, epoch: int | None, skip: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    """One epoch of the stream `key` (made by `make()` when missing or elsewhere): epoch `epoch` from batch
+    `skip` on, or (epoch None) the epoch at which the stream stands."""
+    stream = self._streams.get(key)
+    per_epoch = stream.loader.batches_per_epoch if stream else make().batches_per_epoch
+    if epoch is None:
+      epoch = stream.position // per_epoch if stream and stream.position % per_epoch == 0 else 0
+    start = epoch * per_epoch + skip
+    if stream is None or stream.position != start:
+      if stream is not None:
+        stream.close()
+      stream = self._streams[key] = _Stream(make(), start)
+    return stream.take(per_epoch - skip)
 
   def train_batches(self, epoch: int, seeds: tuple[int, ...], batch_size: int, skip: int = 0
                     ) -> Iterator[dict[str, np.ndarray]]:
-    """Full training batches of one epoch; with several member seeds, batches stacked to (M, B, ...)."""
-    iterators = [self._loader(self.train, batch_size, shuffle=True, seed=_epoch_seed(seed, epoch),
-                              drop_remainder=True, transforms=self.train_transforms, skip_batches=skip)
-                 for seed in seeds]
+    """Full training batches of one epoch; with several member seeds, batches stacked to (M, B, ...). Epoch e's
+    order and draws come from a seed drawn from (member seed, e), so a resumed run sees the same batches."""
+    split = self.train
+    iterators = [self._epoch(("train", seed, batch_size), functools.partial(
+        self._loader, split, batch_size, shuffle=True, seed=seed, drop_remainder=True,
+        transforms=self.train_transforms), epoch, skip) for seed in seeds]
     if len(iterators) == 1:
       yield from iterators[0]
       return
@@ -70,16 +97,44 @@ class Data:
 
   def eval_batches(self, split_name: str, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     split = getattr(self, split_name)
-    return self._loader(split, batch_size, shuffle=False, seed=0, drop_remainder=False,
-                        transforms=self.eval_transforms)
+    return self._epoch(("eval", split_name, batch_size), functools.partial(
+        self._loader, split, batch_size, shuffle=False, seed=0, drop_remainder=False,
+        transforms=self.eval_transforms), None)
 
   def example_batch(self, batch_size: int) -> dict[str, np.ndarray]:
-    """One evaluation-transformed batch (for shapes at model initialisation)."""
-    return next(iter(self.eval_batches("train", batch_size)))
+    """One evaluation-transformed batch (for shapes at model initialisation), read in this process."""
+    loader = self._loader(self.train, batch_size, shuffle=False, seed=0, drop_remainder=False,
+                          transforms=self.eval_transforms, worker_count=0)
+    iterator = loader.iterate(0)
+    try:
+      return next(iterator)
+    finally:
+      iterator.close()
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-  return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+class _Stream:
+  """An iterator over a loader's batches that knows the global batch it stands at."""
+
+  def __init__(self, loader: loader_lib.Loader, start: int):
+    self.loader, self.position = loader, start
+    self._iterator = loader.iterate(start)
+
+  def take(self, count: int) -> Iterator[dict[str, np.ndarray]]:
+    for _ in range(count):
+      batch = next(self._iterator, None)
+      if batch is None:
+        return
+      self.position += 1
+      yield batch
+
+  def close(self) -> None:
+    self._iterator.close()
+
+
+def _close_streams(streams: dict) -> None:
+  for stream in streams.values():
+    stream.close()
+  streams.clear()
 
 
 def _transforms(dcfg) -> tuple[list, list]:
@@ -163,7 +218,7 @@ def check_data_config(config) -> None:
   dcfg = config.data
   if dcfg.name not in data_lib.available():
     raise errors.ConfigError(f"config.data.name={dcfg.name!r} is not a dataset; datasets are "
-                     f"{', '.join(data_lib.available())}")
+                             f"{', '.join(data_lib.available())}")
   spec = data_lib.dataset(dcfg.name)
   if spec.manual_download and not dcfg.get("manual_dir", ""):
     raise errors.ConfigError(spec.missing_manual_dir())

@@ -1,9 +1,17 @@
 """grain loader: seeded order, every example once per epoch, sharding partitions, padding and masks."""
 
+import itertools
+import multiprocessing
+import os
+import pathlib
+import subprocess
+import sys
+import zlib
+
 import numpy as np
 import pytest
 
-from pkdot_jax.data import loader, transforms
+from pkdot_jax.data import decode, loader, transforms
 
 
 def _indices(batches):
@@ -94,3 +102,165 @@ def test_bad_arguments(tiny_binary):
     loader.make_loader(source, batch_size=2, shard_index=2, shard_count=2)
   with pytest.raises(ValueError, match="no full batch"):
     loader.make_loader(source, np.arange(5), batch_size=8, drop_remainder=True)
+
+
+def _assert_same_batches(a_batches, b_batches):
+  assert len(a_batches) == len(b_batches)
+  for a, b in zip(a_batches, b_batches):
+    assert sorted(a) == sorted(b)  # worker batches come back with sorted keys
+    for key in a:
+      assert a[key].dtype == b[key].dtype, key
+      np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_record_reader_equals_tfds_decoding(tiny_binary, monkeypatch):
+  """The fast reader returns tfds's examples (fields, order, dtypes, values), with libdeflate and with zlib."""
+  _, source = tiny_binary
+  reader = decode.RecordReader.of(source)
+  assert reader is not None and set(reader._tensors) == {"video", "physio", "audio"}
+  for backend in ("default", "zlib"):
+    if backend == "zlib":
+      fallback = decode._Inflater()
+      fallback._lib = None
+      monkeypatch.setattr(decode, "_INFLATER", fallback)
+      reader = decode.RecordReader.of(source)
+    for i in [0, 7, len(source) - 1, 7]:  # record 7 twice: decoded in full, then from the cache of small fields
+      fast, slow = reader[i], source[i]
+      assert list(fast) == list(slow)
+      for key in slow:
+        np.testing.assert_array_equal(np.asarray(fast[key]), np.asarray(slow[key]), err_msg=f"{backend} {key}")
+        assert np.asarray(fast[key]).dtype == np.asarray(slow[key]).dtype
+
+
+def test_inflater_names_the_field_of_bad_data():
+  out = np.empty((4, 4), np.uint8)
+  good = zlib.compress(np.arange(16, dtype=np.uint8).tobytes())
+  decode.inflater().into(good, out, "record 3, field 'video'")
+  assert out.ravel().tolist() == list(range(16))
+  with pytest.raises(ValueError, match="record 3, field 'video'"):
+    decode.inflater().into(zlib.compress(b"x" * 15), out, "record 3, field 'video'")  # one byte short
+  with pytest.raises(ValueError, match="field 'video'"):
+    decode.inflater().into(b"not zlib", out, "record 3, field 'video'")
+
+
+def test_collate_of_views_equals_stacking():
+  """Collation copies flipped / cropped views (rows of 3-byte pixels) exactly as np.stack, with the dtype rules."""
+  rng = np.random.default_rng(0)
+  clips = [rng.integers(0, 256, (2, 6, 5, 3), dtype=np.uint8) for _ in range(3)]
+  examples = [{"video": c[:, 1:5, ::-1], "label": np.int64(k), "x": np.float64(k) / 3, "name": b"s"}
+              for k, c in enumerate(clips)]
+  batch = loader.collate(examples)
+  np.testing.assert_array_equal(batch["video"], np.stack([c[:, 1:5, ::-1] for c in clips]))
+  assert batch["label"].dtype == np.int32 and batch["x"].dtype == np.float32 and "name" not in batch
+  assert loader.collate(examples, keep_strings=True)["name"].tolist() == [b"s"] * 3
+  with pytest.raises(ValueError, match="field 'video'"):
+    loader.collate([examples[0], {**examples[1], "video": clips[1]}])
+
+
+def test_one_iterator_serves_every_epoch(tiny_binary):
+  """An endless loader yields, epoch after epoch, the batches of a loader of that many epochs; `iterate(start)`
+  starts at any global batch; `epoch_seeds` gives every epoch the batches of a one-epoch loader seeded with
+  `epoch_seed(seed, epoch)` (the trainer's seeding)."""
+  _, source = tiny_binary
+  kwargs = dict(batch_size=8, seed=4, transforms=transforms.video_transforms(train=True, crop=(12, 12)))
+  three = list(loader.make_loader(source, num_epochs=3, **kwargs))
+  endless = loader.make_loader(source, num_epochs=None, **kwargs)
+  _assert_same_batches(list(itertools.islice(iter(endless), len(three))), three)
+  _assert_same_batches(list(itertools.islice(endless.iterate(5), len(three) - 5)), three[5:])
+  reseeded = loader.make_loader(source, num_epochs=None, epoch_seeds=True, **kwargs)
+  per_epoch = reseeded.batches_per_epoch
+  stream = list(itertools.islice(iter(reseeded), 3 * per_epoch))
+  for epoch in range(3):
+    single = list(loader.make_loader(source, num_epochs=1, **{**kwargs, "seed": loader.epoch_seed(4, epoch)}))
+    _assert_same_batches(stream[epoch * per_epoch:(epoch + 1) * per_epoch], single)
+
+
+def _grain_workers() -> set[int]:
+  return {p.pid for p in multiprocessing.active_children() if p.name.startswith("grain-process-prefetch")}
+
+
+def test_workers_kept_across_epochs_match_in_process(tiny_binary):
+  """Over several epochs, 2 worker processes give the batches of 0 workers, and the same 2 processes serve all
+  epochs (no restart at an epoch boundary)."""
+  _, source = tiny_binary
+  kwargs = dict(batch_size=16, seed=5, num_epochs=None, transforms=transforms.video_transforms(train=True))
+  inline = list(itertools.islice(iter(loader.make_loader(source, **kwargs)), 13))
+  before = _grain_workers()
+  iterator = iter(loader.make_loader(source, worker_count=2, **kwargs))
+  first = next(iterator)
+  workers = _grain_workers() - before
+  assert len(workers) == 2
+  rest = list(itertools.islice(iterator, 12))  # 4 batches an epoch: three epoch boundaries
+  assert _grain_workers() - before == workers
+  iterator.close()
+  assert not _grain_workers() - before
+  _assert_same_batches([first, *rest], inline)
+
+
+_SHM_SCRIPT = """
+import gc, os, sys
+from pkdot_jax.data import loader, synthetic, transforms
+received = []
+original = loader._received
+def spy(batch):
+  received.extend(v.shm.name for v in batch.values() if hasattr(v, "shm"))
+  return original(batch)
+loader._received = spy
+def main():
+  source = synthetic.prepare(sys.argv[1], "binary_tiny", seed=0)["train"]
+  make = lambda epochs, workers: loader.make_loader(source, batch_size=16, num_epochs=epochs, worker_count=workers,
+                                                    transforms=transforms.video_transforms(train=True))
+  kept = list(make(2, 2))                         # finished; its batches still held at exit
+  assert len(kept) == 8
+  iterator = iter(make(None, 1)); next(iterator); iterator.close()   # abandoned mid-epoch, closed
+  iterator = iter(make(None, 1)); next(iterator); del iterator; gc.collect()   # abandoned, dropped
+  left = [name for name in received if os.path.exists("/dev/shm/" + name.lstrip("/"))]
+  print("received", len(received), "left", left)
+if __name__ == "__main__":
+  main()
+"""
+
+
+def test_no_shared_memory_left_behind(tiny_binary, tmp_path):
+  """Worker batches travel through shared memory; whether a loader finishes, is closed mid-epoch or is dropped,
+  no block outlives its batch and the resource tracker reports nothing leaked at exit."""
+  data_dir, _ = tiny_binary
+  script = tmp_path / "shm_script.py"
+  script.write_text(_SHM_SCRIPT)
+  env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[2])}
+  run = subprocess.run([sys.executable, str(script), str(data_dir)], capture_output=True, text=True, env=env,
+                       timeout=600)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert "received" in run.stdout and "left []" in run.stdout, run.stdout
+  assert int(run.stdout.split("received ")[1].split()[0]) >= 8  # the video of every batch went through one
+  assert "leaked" not in run.stderr and "resource_tracker" not in run.stderr, run.stderr[-3000:]
+
+
+def test_trainer_data_keeps_workers_across_epochs_and_evaluations(tiny_binary):
+  """The trainer's `Data` with 2 workers gives the batches of 0 workers epoch after epoch, for training and for
+  evaluation, from the same worker processes; a resumed epoch (skip) gives the rest of that epoch; close() stops
+  the workers."""
+  from pkdot_jax.train import input as input_lib
+  _, source = tiny_binary
+  train_tf, eval_tf = transforms.video_transforms(train=True, crop=(12, 12)), transforms.video_transforms(
+      train=False, crop=(12, 12))
+
+  def data(workers):
+    split = lambda start, stop: input_lib.Split(source, np.arange(start, stop))
+    return input_lib.Data(train=split(0, 40), val=split(40, 50), test=split(50, 60), train_transforms=train_tf,
+                          eval_transforms=eval_tf, worker_count=workers)
+  inline, workers = data(0), data(2)
+  before = _grain_workers()
+  started = None
+  for epoch in range(3):
+    _assert_same_batches(list(workers.train_batches(epoch, (3,), 8)), list(inline.train_batches(epoch, (3,), 8)))
+    _assert_same_batches(list(workers.eval_batches("val", 8)), list(inline.eval_batches("val", 8)))
+    started = started or _grain_workers() - before
+    assert _grain_workers() - before == started and len(started) == 4  # 2 for training, 2 for validation
+  first = list(inline.train_batches(1, (3,), 8))
+  _assert_same_batches(list(workers.train_batches(1, (3,), 8, skip=2)), first[2:])
+  single_epoch = loader.make_loader(source, np.arange(0, 40), batch_size=8, seed=loader.epoch_seed(3, 1),
+                                    drop_remainder=True, transforms=train_tf)
+  _assert_same_batches(first, list(single_epoch))  # the per-epoch seeding of the trainer
+  workers.close()
+  assert not _grain_workers() - before
