@@ -152,7 +152,7 @@ class Programs:
   branches; each run then selects its own (a switch on an array hyperparameter). The configs are not modified.
   """
 
-  def __init__(self):
+  def __init__(self) -> None:
     self._built: dict[str, Any] = {}
     self._shared_losses: dict[str, list[dict[str, Any]]] = {}
 
