@@ -14,24 +14,24 @@ import jax
 import numpy as np
 
 from pkdot_jax import metrics as metrics_lib
-from pkdot_jax.train import checkpoint as ckpt_lib
 from pkdot_jax.train import parallel
 from pkdot_jax.train import stages as stages_lib
-from pkdot_jax.train.programs import Programs
+from pkdot_jax.train.programs import Programs, ProgramSpec
 
 _FIELDS = ("mask", "label", "valence_arousal", "video_id", "index")
 
 
 def eval_program(stage_name: str, config, vmapped: bool, programs: Programs) -> Callable:
   """Jitted `(variables, frozen, batch) -> outputs` of a stage in eval mode; over members when `vmapped`."""
-  stage = stages_lib.get(stage_name)
+  return programs.get(ProgramSpec.of("eval", stage_name, config, vmapped=vmapped), build_eval)
 
-  def build():
-    model, frozen_model = stage.models(config)
-    fn = stage.evaluate(config, model, frozen_model)
-    return parallel.over_members(fn, (0, 0, None)) if vmapped else jax.jit(fn)
-  key = [stage.name, ckpt_lib.config_to_dict(config.model), vmapped]
-  return programs.get("eval", key, build)
+
+def build_eval(spec: ProgramSpec) -> Callable:
+  """The evaluation program of `spec` (its stage's `evaluate`), built from the spec alone."""
+  stage, config = stages_lib.get(spec.stage), spec.config()
+  model, frozen_model = stage.models(config)
+  fn = stage.evaluate(config, model, frozen_model)
+  return parallel.over_members(fn, (0, 0, None)) if spec.vmapped else jax.jit(fn)
 
 
 def outputs_of_split(eval_fn, variables, frozen, data, split: str, batch_size: int, mesh, member_axis: bool
@@ -95,11 +95,12 @@ class TeacherCache:
 
 
 def teacher_cache(frozen_teacher, data, config, mesh, vmapped: bool, need_heads: bool,
-                  programs: Programs) -> TeacherCache:
-  """The teacher's outputs on every training example (all processes' shards: a process may train on any)."""
+                  programs: Programs, source: str) -> TeacherCache:
+  """The teacher's outputs on every training example (all processes' shards: a process may train on any);
+  `source`: the stage that trained it, whose evaluation program computes them."""
   if need_heads and not config.model.multitask:
     raise ValueError("MT-PKDOT needs a teacher with per-modality heads: set config.model.multitask=True")
-  eval_fn = eval_program("teacher", config, vmapped, programs)  # the teacher stage's own evaluation program
+  eval_fn = eval_program(source, config, vmapped, programs)
   names = {"embedding": "teacher_embedding", "prediction": "teacher_prediction"}
   if need_heads:
     names.update(head_embeddings="teacher_head_embeddings", head_predictions="teacher_head_predictions")

@@ -1,16 +1,18 @@
 """The stages of the pipeline, declared once, and the config fields that matter to each part of a run.
 
 A `Stage` says everything the trainer needs to know about one stage: which model it trains and which frozen
-model it reads, its loss, the sub-trees it starts from earlier stages (grafts), how it picks its best epoch,
-how it is evaluated, and whether it belongs to the teacher side (shared by every student of a sweep). The loop
-(`loop.py`) reads nothing else about stages; adding a stage is one entry appended to `STAGES` (the position of
-a stage in the table picks its initialisation key and orders its records).
+model it reads, its loss, the config fields its programs read, the sub-trees it starts from earlier stages
+(grafts), how it picks its best epoch, how it is evaluated, whether it distils (the loss branches, one member
+per distillation weight, the teacher cache) and whether it belongs to the teacher side (shared by every
+student of a sweep). The trainer reads nothing else about stages and never tests a stage's name; adding a stage
+is one entry appended to `STAGES` (the position of a stage in the table picks its initialisation key and orders
+its records).
 
 The roles of the config's fields (`FIELDS`, derived from `schema.FIELDS`, where they are declared): which ones
 only the student side reads (a shared teacher directory ignores them), and which ones reach a compiled program
 only as data or as a branch index (runs differing only in them share one compiled program). The sweep's
-grouping and the teacher key derive from these sets; the key of a compiled program (`program_key`)
-reads the remaining fields.
+grouping and the teacher key derive from these sets; a compiled program reads the fields its stage names in
+`Stage.program_fields` (`programs.ProgramSpec`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import types
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import jax.numpy as jnp
 
@@ -65,14 +67,6 @@ def program_group(config) -> str:
   return json.dumps(ckpt_lib.drop_fields(ckpt_lib.config_to_dict(config), FIELDS.program_neutral), sort_keys=True)
 
 
-def optimizer_key(opt_config) -> dict[str, Any]:
-  """The optimizer fields that shape its program (`total_steps` only under a schedule)."""
-  fields = ckpt_lib.config_to_dict(opt_config.optimizer)
-  if fields.get("schedule", "constant") != "cosine":
-    fields.pop("total_steps", None)  # folds of different sizes share the program
-  return fields
-
-
 # --------------------------------------------------------------------------------------------------- stages
 @dataclasses.dataclass(frozen=True)
 class Graft:
@@ -91,27 +85,41 @@ class Stage:
   """One stage of the pipeline.
 
   models: `config -> (trained model, frozen model or None)`.
-  loss: `(config, model, frozen model, student losses) -> loss fn` (`steps.LossFn`); `loss_key(config, losses)`
-    is what of it shapes the compiled program (student losses: the distillation losses compiled together).
+  loss: `(config, model, frozen model, distillation branches) -> loss fn` (`steps.LossFn`).
+  program_fields: the dotted config paths that `models`, `loss` and `evaluate` read. Their programs are built
+    from a `programs.ProgramSpec` holding these fields alone: a field they read but do not name here is an
+    error at build time, never a stale program reused.
   grafts: `config -> tuple[Graft]`. frozen_modules: `config -> names` kept as initialised (zero updates).
-  reads_teacher: the frozen teacher's variables are an input (state.frozen["teacher"]).
+  frozen_from: the earlier stage whose saved variables are the frozen model (state.frozen["teacher"]).
   select: `config -> (validation metric, "max" | "min")`.
   evaluate: `(config, model, frozen model) -> fn(variables, frozen, batch) -> outputs` (one evaluation program
-    per stage, model config and member layout).
+    per stage, program fields and member layout).
   teacher_side: runs in the (possibly shared) teacher workdir.
+  distills: trains with the distillation losses: its loss compiles the run's branches
+    (`Programs.student_losses`), it has one member per (seed, distillation weight), and the distillation
+    fields of the config are checked for it.
+  caches_teacher: with `config.cache_teacher`, the frozen model's outputs are computed once per example and
+    read from batch fields (`evaluation.teacher_cache`).
   init_from_teacher_visual: the model's input is the frozen teacher's visual embedding (the T-Net).
   """
   name: str
   models: Callable
   loss: Callable
-  loss_key: Callable
   select: Callable
   evaluate: Callable
   teacher_side: bool
-  reads_teacher: bool = False
+  program_fields: tuple[str, ...] = ("model",)
+  frozen_from: str | None = None
+  distills: bool = False
+  caches_teacher: bool = False
   grafts: Callable = lambda config: ()
   frozen_modules: Callable = lambda config: ()
   init_from_teacher_visual: bool = False
+
+  @property
+  def reads_teacher(self) -> bool:
+    """The frozen model's variables are an input of the stage's programs."""
+    return self.frozen_from is not None
 
 
 def _default_select(config) -> tuple[str, str]:
@@ -142,8 +150,7 @@ def _pretrain(name: str, modality: Callable) -> Stage:
   return Stage(
       name=name, teacher_side=True, select=_default_select, evaluate=_model_eval,
       models=lambda config: (models.build_unimodal(config.model, modality(config.model)), None),
-      loss=lambda config, model, teacher, losses: steps.supervised_loss(model, config.model.task),
-      loss_key=lambda config, losses: {"multitask": False})
+      loss=lambda config, model, teacher, losses: steps.supervised_loss(model, config.model.task))
 
 
 STUDENT_BACKBONES = schema.STUDENT_BACKBONES
@@ -180,22 +187,21 @@ STAGES: Mapping[str, Stage] = types.MappingProxyType({stage.name: stage for stag
           models=lambda config: (models.build_teacher(config.model), None),
           loss=lambda config, model, teacher, losses: steps.supervised_loss(
               model, config.model.task, mt_heads=bool(config.model.multitask)),
-          loss_key=lambda config, losses: {"multitask": bool(config.model.multitask)},
           grafts=lambda config: (Graft("pretrain_video", ("visual_backbone",), optional=True),
                                  Graft("pretrain_privileged", ("privileged_backbone",), optional=True))),
-    Stage(name="tnet", teacher_side=True, reads_teacher=True, evaluate=_tnet_eval,
+    Stage(name="tnet", teacher_side=True, frozen_from="teacher", evaluate=_tnet_eval,
+          program_fields=("model", "tnet.objective"),
           select=lambda config: ("tnet_mse", "min"), init_from_teacher_visual=True,
           models=lambda config: (models.build_tnet(config.model), models.build_teacher(config.model)),
-          loss=lambda config, model, teacher, losses: steps.tnet_loss(model, teacher, config.tnet.objective),
-          loss_key=lambda config, losses: {"objective": config.tnet.objective}),
-    Stage(name="student", teacher_side=False, reads_teacher=True, evaluate=_model_eval,
+          loss=lambda config, model, teacher, losses: steps.tnet_loss(model, teacher, config.tnet.objective)),
+    Stage(name="student", teacher_side=False, frozen_from="teacher", evaluate=_model_eval,
+          program_fields=("model", "student_backbone"), distills=True, caches_teacher=True,
           select=_default_select, grafts=_student_grafts,
           frozen_modules=_student_frozen_modules,
           models=lambda config: (models.build_student(config.model, freeze_backbone=frozen_student_backbone(config)),
                                  models.build_teacher(config.model)),
           loss=lambda config, model, teacher, losses: steps.student_loss(
-              model, teacher, config.model.task, {"branches": losses}),
-          loss_key=lambda config, losses: {"branches": losses}),
+              model, teacher, config.model.task, {"branches": losses})),
 )})  # read-only
 STAGE_ORDER = tuple(STAGES)
 TEACHER_STAGES = tuple(name for name, stage in STAGES.items() if stage.teacher_side)

@@ -18,7 +18,8 @@ import pytest
 
 from pkdot_jax import models
 from pkdot_jax.models import pretrained
-from pkdot_jax.train import checkpoint, loop, schema
+from pkdot_jax.train import checkpoint, loop, runs, schema
+from pkdot_jax.train.initial import initial_state
 from pkdot_jax.train.programs import Context
 from train_helpers import smoke_config
 
@@ -192,8 +193,8 @@ def test_frozen_student_backbone_is_the_visual_only_models(trained_pipeline, tmp
   with pytest.raises(FileNotFoundError, match="pretrain_video"):
     loop.check_run(config, workdir, ("student",), context)
   loop.run_pipeline(config, workdir, ("pretrain_video",), context=context)
-  initial = jax.tree.map(np.asarray, loop._initial_state(
-      loop._setup("student", config, workdir, str(teacher_dir), None, context)).variables())
+  initial = jax.tree.map(np.asarray, initial_state(
+      runs.setup("student", config, workdir, str(teacher_dir), None, context)).variables())
   results = loop.run_pipeline(config, workdir, ("student",), context=context)
   assert np.isfinite(results["student"]["members"][0]["val"]["accuracy"])
 

@@ -1,7 +1,7 @@
 """Forward-time benchmark of the models on the local device; prints one JSON object per measurement.
 
-  python -m pkdot_jax.models.bench            # R3D-18 at (8, 10, 112, 112, 3) + tiny teacher/student
-  python -m pkdot_jax.models.bench --tiny     # tiny variants only
+  python -m experiments.bench.forward_bench            # R3D-18 at (8, 10, 112, 112, 3) + tiny teacher/student
+  python -m experiments.bench.forward_bench --tiny     # tiny variants only
 
 Variables are random NumPy arrays shaped by ``jax.eval_shape(model.init, ...)`` (what is timed is the
 jitted eval-mode forward, fp32 unless stated, median of repeated calls after a warm-up call).
@@ -22,7 +22,9 @@ from pkdot_jax import models
 from pkdot_jax.train import runinfo
 
 
-def _random_variables(model, *args, **kwargs):
+def random_variables(model, *args, **kwargs):
+  """Random variables of `model` shaped as its init would make them: BatchNorm variances and scales 1, every
+  other leaf normal with variance 1 / fan-in (NumPy, seeded: no init program is compiled)."""
   abstract = jax.eval_shape(lambda *a: model.init(jax.random.key(0), *a, **kwargs), *args)
   rng = np.random.default_rng(0)
 
@@ -55,7 +57,7 @@ def main(argv):
     for dtype in (jnp.float32, jnp.bfloat16):
       model = models.R3D18(dtype=dtype)
       clip = np.random.default_rng(0).standard_normal((8, 10, 112, 112, 3)).astype(np.float32)
-      variables = _random_variables(model, clip, train=False)
+      variables = random_variables(model, clip, train=False)
       fn = jax.jit(lambda v, x, model=model: model.apply(v, x, train=False))
       seconds = _time(fn, variables, clip, reps=3)
       print(json.dumps(dict(what="r3d18_forward_eval", shape=[8, 10, 112, 112, 3], dtype=jnp.dtype(dtype).name,
@@ -66,7 +68,7 @@ def main(argv):
     batch = models.dummy_batch(cfg, batch_size=8)
     for name, build in (("teacher", models.build_teacher), ("student", models.build_student)):
       model = build(cfg)
-      variables = _random_variables(model, batch, train=False)
+      variables = random_variables(model, batch, train=False)
       for train in (False, True):
         fn = jax.jit(lambda v, b, model=model, train=train: model.apply(v, b, train=train, mutable=["batch_stats"]))
         seconds = _time(fn, variables, batch, reps=20)
