@@ -19,8 +19,8 @@ import os
 import sys
 import traceback
 
-from pkdot_jax import cli, console
-from pkdot_jax.cli import Command, Flag
+from pkdot_jax import commands, console
+from pkdot_jax.commands import Command, Flag
 from pkdot_jax.errors import UsageError, UserError
 from pkdot_jax.train import preemption  # standard library and numpy only: the CLI starts fast
 
@@ -154,8 +154,8 @@ COMMANDS = {
 # ---------------------------------------------------------------------------------------------------- main
 def main(argv: list[str]) -> None:
   """Parses `pkdot ARGS`, checks the required flags, sets up output and devices, runs the command."""
-  name, f, args = cli.parse(COMMANDS, argv)
-  cli.check_required(COMMANDS, name, f)
+  name, f, args = commands.parse(COMMANDS, argv)
+  commands.check_required(COMMANDS, name, f)
   from absl import flags, logging
   flags.FLAGS.mark_as_parsed()  # absl's own flags keep their defaults (its logging reads them)
   console.set_verbosity(f.verbosity if "verbosity" in f else console.DEFAULT)
@@ -184,11 +184,11 @@ def _setup_devices(f) -> None:
 def run(argv: list[str] | None = None) -> None:
   """Console-script entry point (`pkdot`): one line and status 2 for a user error, a traceback for a bug."""
   argv = list(sys.argv if argv is None else argv)
-  debug = cli.debug_requested(argv)
+  debug = commands.debug_requested(argv)
   try:
-    topic = cli.help_topic(COMMANDS, argv)
+    topic = commands.help_topic(COMMANDS, argv)
     if topic is not None:
-      print(COMMANDS[topic].help(topic) if topic else cli.general_help(COMMANDS), end="")
+      print(COMMANDS[topic].help(topic) if topic else commands.general_help(COMMANDS), end="")
       sys.exit(0)
     main(argv)
   except KeyboardInterrupt:

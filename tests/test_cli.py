@@ -224,9 +224,9 @@ def test_config_checks_before_training(tmp_path):
 
 CHECK_ONLY = """
 import sys
-from pkdot_jax import cli, main
+from pkdot_jax import commands, main
 from pkdot_jax.train import loop
-_, flags, _ = cli.parse(main.COMMANDS, sys.argv)
+_, flags, _ = commands.parse(main.COMMANDS, sys.argv)
 stages = tuple(flags.stages or flags.config.pipeline)
 loop.check_run(flags.config, flags.workdir, stages)
 print("checked", ",".join(stages))
@@ -291,10 +291,10 @@ def test_debug_shows_the_traceback(how, tmp_path):
 
 
 BUG_BEFORE_RUNNING = """
-from pkdot_jax import cli, main
+from pkdot_jax import commands, main
 def broken(commands, name, values):
   raise {error}("a bug")
-cli.check_required = broken
+commands.check_required = broken
 main.run(["pkdot", "report", "somewhere"])
 """
 
@@ -395,12 +395,12 @@ def parse_command(line):
   """Parses (or, for help, resolves) a documented command without running it; `...` and `--config.FIELD=VALUE`
   placeholders are left out; `--config=...` stands for the synthetic config, COMMAND for train, a shell variable
   for 0."""
-  from pkdot_jax import cli, main
+  from pkdot_jax import commands, main
   placeholders = {"--config=...": "--config=synthetic", "COMMAND": "train"}
   argv = [placeholders.get(w, re.sub(r"\$\w+", "0", w)) for w in shlex.split(line)
           if w != "..." and not w.startswith("--config.FIELD")]
-  if cli.help_topic(main.COMMANDS, argv) is None:
-    cli.parse(main.COMMANDS, argv)
+  if commands.help_topic(main.COMMANDS, argv) is None:
+    commands.parse(main.COMMANDS, argv)
 
 
 def test_documented_commands_parse():
