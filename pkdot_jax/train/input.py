@@ -85,14 +85,17 @@ class Data:
     """Full training batches of one epoch; with several member seeds, batches stacked to (M, B, ...). Epoch e's
     order and draws come from a seed drawn from (member seed, e), so a resumed run sees the same batches."""
     split = self.train
+    unique = list(dict.fromkeys(seeds))  # members of one seed (several weights) read one stream
     iterators = [self._epoch(("train", seed, batch_size), functools.partial(
         self._loader, split, batch_size, shuffle=True, seed=seed, drop_remainder=True,
-        transforms=self.train_transforms), epoch, skip) for seed in seeds]
-    if len(iterators) == 1:
+        transforms=self.train_transforms), epoch, skip) for seed in unique]
+    if len(seeds) == 1:
       yield from iterators[0]
       return
     for batches in zip(*iterators):
-      yield {k: np.stack([b[k] for b in batches]) for k in batches[0] if np.asarray(batches[0][k]).dtype.kind
+      by_seed = dict(zip(unique, batches))
+      members = [by_seed[seed] for seed in seeds]
+      yield {k: np.stack([b[k] for b in members]) for k in members[0] if np.asarray(members[0][k]).dtype.kind
              not in "OUS"}
 
   def eval_batches(self, split_name: str, batch_size: int) -> Iterator[dict[str, np.ndarray]]:

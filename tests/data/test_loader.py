@@ -264,3 +264,21 @@ def test_trainer_data_keeps_workers_across_epochs_and_evaluations(tiny_binary):
   _assert_same_batches(first, list(single_epoch))  # the per-epoch seeding of the trainer
   workers.close()
   assert not _grain_workers() - before
+
+
+def test_trainer_members_stack_their_seeds_batches_and_share_a_seed(tiny_binary):
+  """Members (M, B, ...) hold their own seed's batches, in member order; two members of one seed (two
+  distillation weights) get the same batches, all of that epoch's (not alternate batches of one stream)."""
+  from pkdot_jax.train import input as input_lib
+  _, source = tiny_binary
+  train_tf = transforms.video_transforms(train=True, crop=(12, 12))
+  split = lambda start, stop: input_lib.Split(source, np.arange(start, stop))
+  data = input_lib.Data(train=split(0, 40), val=split(40, 50), test=split(50, 60), train_transforms=train_tf,
+                        eval_transforms=train_tf)
+  singles = {seed: list(data.train_batches(1, (seed,), 8)) for seed in (3, 5)}
+  for seeds in ((3, 5), (3, 3), (5, 3, 5)):
+    stacked = list(data.train_batches(1, seeds, 8))
+    assert len(stacked) == len(singles[3]) == 5
+    for m, seed in enumerate(seeds):
+      _assert_same_batches([{k: v[m] for k, v in b.items()} for b in stacked],
+                           [{k: v for k, v in b.items() if k in stacked[0]} for b in singles[seed]])
