@@ -29,9 +29,9 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 # out in collection order. These files train end to end (minutes each on the 2-core CI machine): they are
 # collected first, the longest first, so that none of them starts last and leaves the other worker idle while it
 # runs; every other file keeps its place. Paths relative to tests/.
-LONG_FILES = ("train/test_pipeline.py", "train/test_multiprocess.py", "experiments/test_paper_configs.py",
-              "train/test_preemption.py", "experiments/test_sweep_and_demo.py",
-              "experiments/test_concurrent_shards.py", "train/test_records.py")
+LONG_FILES = ("train/test_pipeline.py", "train/test_multiprocess.py", "configs/test_paper_configs.py",
+              "train/test_preemption.py", "study/test_sweep_and_demo.py",
+              "study/test_concurrent_shards.py", "train/test_records.py")
 
 
 def pytest_configure(config):

@@ -30,7 +30,7 @@ Seeds side by side: `--config.seeds=0,1,2`. Variants (comma-separated after the 
            which is also the reported set (`data.select_on_test`). A selection leak, named only to compare with
            published figures.
   smoke    tiny models (two residual stages of 8 / 16 channels), 4 frames of 16 x 16, batch 8, 1 epoch per
-           stage (CPU, under a minute; what tests/experiments/test_paper_configs.py runs).
+           stage (CPU, under a minute; what tests/configs/test_paper_configs.py runs).
 
 Setup: teacher = R3D-18 (paper widths) on 8 consecutive aligned face frames of 112 x 112 (the builder's clips: a
 clip ends at a labelled frame, every 8th labelled frame; target = valence/arousal of the last frame) + ResNet-18 on

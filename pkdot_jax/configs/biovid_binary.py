@@ -38,7 +38,7 @@ and aggregate with `pkdot report`. Variants (comma-separated after the colon, e.
            folds but selects on a validation split (set `--config.data.val_fraction=0.2`).
   partb    BioVid Part B (what the authors' released script reads; adds facial EMG channels).
   smoke    tiny models (two residual stages of 8 / 16 channels), 4 frames of 16 x 16, 1 s of physio, batch 8,
-           1 epoch per stage (CPU, under a minute; what tests/experiments/test_paper_configs.py runs).
+           1 epoch per stage (CPU, under a minute; what tests/configs/test_paper_configs.py runs).
 
 What the `authors` variant does NOT reproduce, on purpose (model and data bugs, not protocol; docs/design.md,
 section 4): batch-mixing fusion attention (ours is per-sample), the untrained random T-Net (ours is fitted, then

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-import fakes  # tests/data, put on sys.path by tests/experiments/conftest.py
+import fakes  # tests/data, put on sys.path by tests/configs/conftest.py
 from pkdot_jax.data import io as io_lib
 from pkdot_jax.configs import affwild2_va, biovid_5class, biovid_binary
 from pkdot_jax import models
