@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from pkdot_jax import errors
 from pkdot_jax.study import demo as demo_lib
 from pkdot_jax.study import methods as methods_lib
 from pkdot_jax.study import plots
@@ -101,7 +102,12 @@ def main(workdir: str = "runs/protocols", quick: bool = False, methods: tuple[st
           "seeds": list(demo_lib.SEEDS), "settings": [dataclasses.asdict(s) for s in SETTINGS], "wall_seconds": {}}
   path = os.path.join(workdir, INFO_FILE)
   if os.path.exists(path):
-    info["wall_seconds"] = records.read_dict(path).get("wall_seconds", {})
+    saved = records.read_dict(path)
+    for field in ("mode", "config", "methods", "folds", "seeds"):
+      if saved.get(field) != info[field]:  # checked before anything is written: the study stays as it was
+        raise errors.UsageError(f"{path} holds a protocol study with {field}={saved.get(field)!r}, not "
+                                f"{info[field]!r}: use another --workdir, or the original flags to resume it")
+    info["wall_seconds"] = saved.get("wall_seconds", {})
   os.makedirs(workdir, exist_ok=True)
   records.write_json(path, info, indent=2)
   for root, root_sweeps in sweeps.items():

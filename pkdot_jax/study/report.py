@@ -21,9 +21,6 @@ from pkdot_jax.study import methods as methods_lib
 from pkdot_jax.study import plots, tables
 from pkdot_jax.study import results as results_lib
 from pkdot_jax.study import stats as stats_lib
-from pkdot_jax.study.results import collect, provenance
-from pkdot_jax.study.results import failed_runs as failed_runs  # read by provenance; named here for callers
-from pkdot_jax.study.tables import provenance_lines
 from pkdot_jax.train import records
 
 
@@ -143,7 +140,7 @@ def _control_parts(root: str, rows: list[dict[str, Any]], group_keys: list[str],
 def build_report(root: str, group_keys: list[str] | None = None) -> str:
   """summary.md, summary.csv and summary.png (training_size.png for a training-size sweep) under `root`, from
   its finished runs; returns summary.md's text."""
-  rows = collect(root)
+  rows = results_lib.collect(root)
   if not rows:
     raise errors.MissingError(f"no finished runs (student/result.json) under {root}")
   task = records.read_dict(records.config_path(records.run_dirs(root)[0]))["model"]["task"]
@@ -155,8 +152,8 @@ def build_report(root: str, group_keys: list[str] | None = None) -> str:
     group_keys = ["training_subjects" if k == "data.val_fraction" else k for k in group_keys]
   table = sorted(summarize(rows, group_keys, metric),
                  key=lambda e: tables.setting_order(tuple(e[k] for k in group_keys)))
-  prov = provenance(root)
-  parts = ["# Sweep summary", "", *provenance_lines(prov), "", format_table(table, group_keys, metric)]
+  prov = results_lib.provenance(root)
+  parts = ["# Sweep summary", "", *tables.provenance_lines(prov), "", format_table(table, group_keys, metric)]
   controlled = "method" in group_keys and any(r.get("method") == methods_lib.CONTROL for r in rows)
   if controlled:
     parts += _control_parts(root, rows, group_keys, metric, prov, by_size)

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from pkdot_jax import errors
 from pkdot_jax.study import demo, protocols, stats
 from pkdot_jax.train import checkpoint, records
 from pkdot_jax.train.programs import Context
@@ -119,6 +120,15 @@ def test_the_report_matches_the_runs_and_rebuilds(study):
   assert proc.returncode == 0, proc.stderr
   assert open(os.path.join(workdir, "report", "report.md")).read() == first
   assert proc.stdout == first + f"\nreport: {os.path.join(workdir, 'report', 'report.md')}\n"
+
+
+def test_a_study_of_other_flags_is_refused_before_anything_is_written(study):
+  workdir, _ = study
+  path = os.path.join(workdir, protocols.INFO_FILE)
+  before = open(path).read()
+  with pytest.raises(errors.UsageError, match="methods="):
+    protocols.main(workdir, quick=True, methods=("video_only", "task_only", "sp"))
+  assert open(path).read() == before
 
 
 def test_welch_interval_equals_scipy():

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from pkdot_jax.study import demo, report, sweep
+from pkdot_jax.study import demo, report, results, sweep, tables
 from pkdot_jax.train import loop
 from pkdot_jax.train.programs import Context, Programs
 
@@ -104,7 +104,7 @@ def test_sweep_interrupted_and_resumed(tmp_path):
       "student", "teacher", "tnet"]
 
   text = report.main(root)
-  rows = report.collect(root)
+  rows = results.collect(root)
   assert len(rows) == 4 and {r["distill.weight"] for r in rows} == {"0.3", "0.6"}
   assert "| 0.3 |" in text and "| 0.6 |" in text and "hardware: cpu" in text
   assert os.path.exists(os.path.join(root, "summary.csv")) and os.path.exists(os.path.join(root, "summary.png"))
@@ -170,8 +170,8 @@ def test_a_diverging_run_is_recorded_and_the_sweep_goes_on(tmp_path):
   root = str(tmp_path / "sweep")
   done = sweep.run_sweep(spec, root, context=Context())
   assert done == ["optimizer.learning_rate=0.001"]
-  failed = report.failed_runs(root)
+  failed = results.failed_runs(root)
   name = "optimizer.learning_rate=1e+30"
   assert list(failed) == [name] and "non-finite loss" in failed[name]
   assert any(line.startswith("- FAILED, left out of the tables: optimizer.learning_rate=1e+30")
-             for line in report.provenance_lines(report.provenance(root)))
+             for line in tables.provenance_lines(results.provenance(root)))

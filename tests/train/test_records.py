@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pkdot_jax.study import report, sweep
+from pkdot_jax.study import results, sweep
 from pkdot_jax.train import checkpoint, checksums, loop, records
 from train_helpers import smoke_config
 
@@ -220,7 +220,7 @@ def test_report_names_an_unreadable_result(tmp_path):
   (run / "config.json").write_text(json.dumps({"data": {"fold": 0}, "model": {"task": "classification"}}))
   (run / "student" / "result.json").write_text('{"members": [')
   with pytest.raises(records.RecordError) as e:
-    report.collect(str(tmp_path))
+    results.collect(str(tmp_path))
   assert str(e.value).startswith(str(run / "student" / "result.json"))
 
 
