@@ -3,7 +3,7 @@
 Measures (a) the synthetic "binary" set (8 x 32 x 32 clips + physio + audio), (b) a fake Biovid set of
 10 x 112 x 112 clips + 3-channel 5.5 s physio stored in array_record (decoded clips cached), each with the
 trainer's training chain (random flip; clips stay uint8 and the model normalises them on the device) with 0 / N
-grain worker processes, with 0 workers and one read thread (one core), and the former host chain (flip +
+worker processes, with 0 workers and one read thread (one core), and the former host chain (flip +
 float32 normalisation on the host) with 0 workers in the same run, (c) the CPU ms per clip of one 0-worker
 epoch by stage (read, inflate, parse, transforms, collation; cProfile), and (d) decoding the same clips from
 JPEG frames (what the builder pays once, or a loader without a cache pays every epoch). Worker start-up is

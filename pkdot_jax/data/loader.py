@@ -9,11 +9,11 @@ batches are kept; otherwise the epoch is padded to whole global batches with cop
 Random transforms get a `np.random.Generator` seeded by (seed, batch number, position in the global batch), so
 results depend neither on the number of workers nor on the number of hosts.
 
-One grain iterator serves every epoch (a batch's epoch and slots follow from its index), so worker processes
-start once per loader. tfds array_record sources are read through `decode.RecordReader` (libdeflate, small
-fields decoded once per record); each example is copied into the preallocated batch as soon as it is
-transformed. Worker processes read synchronously and build the batch's large arrays in shared memory, whose
-names the main process unlinks as each batch arrives.
+One iterator serves every epoch (a batch's epoch and slots follow from its index), so worker processes start
+once per loader. tfds array_record sources are read through `decode.RecordReader` (libdeflate, small fields
+decoded once per record); each example is copied into the preallocated batch as soon as it is transformed.
+In-process reading runs on grain's read threads; worker processes (`workers.py`) collate the batch's large
+arrays straight into reused slots of shared memory.
 
 Batch format (described in docs/data.md): dict of NumPy arrays with leading axis B; integer fields become int32,
 float64 becomes float32, and "mask" (bool) is added. String / bytes fields are dropped unless `keep_strings`.
@@ -22,19 +22,15 @@ float64 becomes float32, and "mask" (bool) is added. String / bytes fields are d
 from __future__ import annotations
 
 import dataclasses
-import gc
 from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
 import grain
-import grain.multiprocessing
 import numpy as np
-from absl import flags
 
-from pkdot_jax.data import decode
+from pkdot_jax.data import decode, workers
 
 Example = dict[str, Any]
-_NO_SHARED_MEMORY = 1 << 62  # grain's min_shm_size: arrays smaller than this are pickled, i.e. all of them
 Transform = Callable[[Example, np.random.Generator], Example]
 
 
@@ -73,8 +69,7 @@ class _BatchReader:
   the index, so one reader (and one set of worker processes) serves any number of epochs. Each example gets its
   own generator seeded by (epoch seed, batch number, position in the global batch), so random transforms are
   reproducible and independent of the worker and host counts. Collation copies each example into the batch as
-  soon as it is transformed; in worker processes the large arrays of the batch are allocated in shared memory,
-  so they reach the main process without being pickled.
+  soon as it is transformed, into arrays that `read`'s `allocate` may provide (a worker's shared slot).
   """
 
   def __init__(self, loader: "Loader", length: int):
@@ -82,7 +77,6 @@ class _BatchReader:
     self._length = int(length)
     self._per_epoch = loader.batches_per_epoch
     self._transforms = tuple(loader.transforms)
-    self._shared = False
     self._setup()
 
   def _setup(self) -> None:
@@ -95,11 +89,6 @@ class _BatchReader:
   def __setstate__(self, state):
     self.__dict__.update(state)
     self._setup()
-
-  def share_memory(self) -> "_BatchReader":
-    """Large batch arrays in shared memory (for readers that run in worker processes)."""
-    self._shared = True
-    return self
 
   def __len__(self) -> int:
     return self._length
@@ -116,9 +105,13 @@ class _BatchReader:
     return slots[b * size:(b + 1) * size], seed, number
 
   def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+    return self.read(i)
+
+  def read(self, i: int, allocate: workers.Allocate | None = None) -> dict[str, np.ndarray]:
+    """Batch i; its arrays are those `allocate(key, shape, dtype)` returns, or new ones where it returns None."""
     slots, seed, number = self._slots(i)
     offset = self._loader.shard_index * self._loader.batch_size  # this shard's first row in the global batch
-    batch = _Batch(len(slots), self._loader.keep_strings, self._shared)
+    batch = _Batch(len(slots), self._loader.keep_strings, allocate)
     for j, slot in enumerate(slots.tolist()):
       position = slot if slot >= 0 else -slot - 1
       example = self._records[position]
@@ -130,14 +123,11 @@ class _BatchReader:
     return batch.arrays()
 
 
-_SHARED_MIN_BYTES = 1 << 15  # batch arrays from this size up go through shared memory from worker processes
-
-
 class _Batch:
   """Collation into preallocated arrays (the format of `collate`), filled one example at a time."""
 
-  def __init__(self, size: int, keep_strings: bool, shared: bool):
-    self._size, self._keep_strings, self._shared = size, keep_strings, shared
+  def __init__(self, size: int, keep_strings: bool, allocate: workers.Allocate | None = None):
+    self._size, self._keep_strings, self._allocate_with = size, keep_strings, allocate
     self._arrays: dict[str, Any] = {}
 
   def _allocate(self, key: str, value: np.ndarray) -> Any:
@@ -145,9 +135,8 @@ class _Batch:
       return [] if self._keep_strings else None
     dtype = _batch_dtype(value.dtype)
     shape = (self._size, *value.shape)
-    if self._shared and np.prod(shape) * dtype.itemsize >= _SHARED_MIN_BYTES:
-      return grain.multiprocessing.SharedMemoryArray(shape, dtype)
-    return np.empty(shape, dtype)
+    given = self._allocate_with(key, shape, dtype) if self._allocate_with is not None else None
+    return np.empty(shape, dtype) if given is None else given
 
   def add(self, j: int, example: Example) -> None:
     for key, value in example.items():
@@ -191,7 +180,7 @@ def _copy_into(target: np.ndarray, value: np.ndarray) -> None:
 
 def collate(examples: Sequence[Example], keep_strings: bool = False) -> dict[str, np.ndarray]:
   """Stacks examples into a batch dict; int -> int32, float64 -> float32, strings dropped unless kept."""
-  batch = _Batch(len(examples), keep_strings, shared=False)
+  batch = _Batch(len(examples), keep_strings)
   for j, example in enumerate(examples):
     batch.add(j, example)
   return batch.arrays()
@@ -245,36 +234,26 @@ class Loader:
       raise TypeError("an endless loader (num_epochs=None) has no length")
     return self.batches_per_epoch * self.num_epochs
 
-  def _dataset(self, start: int) -> grain.IterDataset:
-    """All epochs' batches from global batch `start` on, in one grain dataset (so worker processes start once)."""
+  def _stop(self) -> int:
     epochs = self.num_epochs if self.num_epochs is not None else _ENDLESS_EPOCHS
-    reader = _BatchReader(self, epochs * self.batches_per_epoch)
-    if self.worker_count > 0:
-      reader.share_memory()
-    # A worker process reads synchronously: batches prefetched by its own threads would hold shared memory
-    # that grain cannot unlink when it stops the worker (it drains only its queue); processes are the
-    # parallelism there, one core each.
-    threads = 0 if self.worker_count > 0 else self.read_threads
-    iter_dataset = grain.MapDataset.source(reader)[start:].to_iter_dataset(
+    return epochs * self.batches_per_epoch
+
+  def _in_process(self, start: int) -> grain.IterDataset:
+    """All epochs' batches from global batch `start` on, read by grain's threads in this process."""
+    reader = _BatchReader(self, self._stop())
+    threads = self.read_threads
+    return grain.MapDataset.source(reader)[start:].to_iter_dataset(
         grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(2, threads) if threads else 0))
-    if self.worker_count > 0:
-      # grain's worker processes read absl flags; outside an absl app nothing has parsed them, so accept the
-      # defaults (a real absl app has parsed them already and this is a no-op).
-      if not flags.FLAGS.is_parsed():
-        flags.FLAGS.mark_as_parsed()
-      # Only the arrays the reader put in shared memory travel through it (the rest is pickled).
-      iter_dataset = grain.experimental.WithOptionsIterDataset(
-          iter_dataset, grain.experimental.DatasetOptions(min_shm_size=_NO_SHARED_MEMORY))
-      iter_dataset = iter_dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.worker_count,
-                                                                           per_worker_buffer_size=2))
-    return iter_dataset
 
   def iterate(self, start: int = 0) -> Generator[dict[str, np.ndarray], None, None]:
     """The batches from global batch `start` (epoch start // batches_per_epoch) on; worker processes start once
-    and serve every epoch, and stop (their shared memory released) when the iteration ends or is abandoned."""
+    and serve every epoch, and stop when the iteration ends or is abandoned."""
     if start < 0 or (self.num_epochs is not None and start > len(self)):
       raise ValueError(f"start={start} is outside the loader's {len(self)} batches")
-    return _closing(self._dataset(start), self.worker_count > 0)
+    if self.worker_count > 0:
+      return workers.batches(_BatchReader(self, self._stop()), start, self._stop(), self.worker_count,
+                             self.batch_size)
+    return _closing(self._in_process(start))
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
     return self.iterate(0)
@@ -288,42 +267,16 @@ def epoch_seed(seed: int, epoch: int) -> int:
   return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-def _closing(dataset: grain.IterDataset, from_workers: bool) -> Generator[dict[str, np.ndarray], None, None]:
+def _closing(dataset: grain.IterDataset) -> Generator[dict[str, np.ndarray], None, None]:
   """Iterates a grain dataset and closes its iterator however the iteration ends (exhausted, abandoned by the
-  caller, an error): worker processes stop, and neither shared-memory blocks nor semaphores are left behind."""
+  caller, an error), so its read threads stop."""
   iterator = iter(dataset)
   try:
-    for batch in iterator:
-      yield _received(batch) if from_workers else batch
+    yield from iterator
   finally:
     close = getattr(iterator, "close", None)
     if close is not None:
       close()
-    del iterator
-    if from_workers:
-      _release_worker_resources()
-
-
-def _received(batch: dict[str, Any]) -> dict[str, np.ndarray]:
-  """A batch from a worker as plain arrays. The names of its shared-memory blocks are unlinked at once (the
-  memory goes with the last array using it), so no block outlives its batch, whatever the caller keeps."""
-  out = {}
-  for key, value in batch.items():
-    if isinstance(value, grain.multiprocessing.SharedMemoryArray):
-      value.shm.unlink()
-      value._unlink_on_del = False  # noqa: SLF001 -- unlinked above; its finaliser now only unmaps
-      value = value.view(np.ndarray)
-    out[key] = value
-  return out
-
-
-def _release_worker_resources() -> None:
-  """After a worker iterator is closed: collects its cycles (the queues' semaphores live in /dev/shm until their
-  objects are collected, and so do prefetched batches) and waits for grain's pending shared-memory unlinks."""
-  gc.collect()
-  pool = getattr(grain.multiprocessing.SharedMemoryArray, "_del_thread_pool", None)
-  if pool is not None:
-    pool.apply(int)  # one thread runs the unlinks in order: this returns once the pending ones are done
 
 
 def make_loader(source, indices: Sequence[int] | np.ndarray | None = None, *, batch_size: int,
@@ -344,9 +297,8 @@ def make_loader(source, indices: Sequence[int] | np.ndarray | None = None, *, ba
     pad: (when not dropping) pad the last batch to B with mask=False copies; False -> a smaller last batch.
     transforms: callables `(example, rng) -> example`, applied in order (see pkdot_jax.data.transforms).
     shard_index, shard_count: this process's shard; shards partition each epoch's examples.
-    worker_count: grain worker processes (0 = in-process).
-    read_threads: grain read threads of the in-process reader (worker_count=0); worker processes read
-      synchronously, one core each.
+    worker_count: worker processes (0 = read in this process); each reads whole batches on one core.
+    read_threads: grain read threads of the in-process reader (worker_count=0).
     keep_strings: keep string/bytes fields (e.g. sample names) as object arrays instead of dropping them.
     epoch_seeds: epoch e draws its order and transforms from `epoch_seed(seed, e)` (the trainer's seeding)
       instead of from (seed, e).
