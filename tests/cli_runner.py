@@ -9,11 +9,12 @@ or the `-c` code, and exits as the interpreter would: `SystemExit`'s status (a m
 uncaught exception's traceback and status 1, atexit handlers run, output flushed. What the command imports,
 configures or initialises (absl flags, console verbosity, the JAX backend) lives and dies in the child.
 
-The environment a package reads at import time is the zygote's: a command whose environment differs from it in
-any variable but those read when the command runs (`CALL_TIME_ENV`) runs in a real subprocess instead, as does
-every command when forking is unavailable. `run_real` always does. A command that outlives its timeout is killed
-and raises `subprocess.TimeoutExpired`, as `subprocess.run` does. The zygote exits at the end of its input (its
-test process closed it or died) and is closed by `close_shared()` at the end of the session.
+The environment a package reads at import time is the zygote's: a command whose environment differs from the
+zygote's (as started, or as its imports left it) in any variable but those read when the command runs
+(`CALL_TIME_ENV`) runs in a real subprocess instead, as does every command when forking is unavailable;
+`run_real` always does. A command that outlives its timeout is killed and raises `subprocess.TimeoutExpired`, as
+`subprocess.run` does. The zygote exits at the end of its input (its test process closed it or died) and is
+closed by `close_shared()` at the end of the session.
 """
 
 from __future__ import annotations
@@ -38,10 +39,11 @@ WARM_MODULES = ("absl.flags", "absl.logging", "pkdot_jax.commands", "pkdot_jax.c
                 "pkdot_jax.train.loop", "pkdot_jax.train.programs", "pkdot_jax.train.input", "pkdot_jax.data.check",
                 "pkdot_jax.study.report", "pkdot_jax.study.demo", "pkdot_jax.study.sweep",
                 "pkdot_jax.study.protocols")
-# Read when a command runs, never at import: a command may set them differently from the zygote (pytest sets
-# PYTEST_CURRENT_TEST for each test).
+# Read when a command runs, never at import: a command may set them differently from the zygote. XLA reads
+# XLA_FLAGS when the JAX backend starts, which never happens in the zygote; pytest sets PYTEST_CURRENT_TEST for
+# each test.
 CALL_TIME_ENV = frozenset({"PKDOT_DEBUG", "PKDOT_COORDINATOR", "PKDOT_NUM_PROCESSES", "PKDOT_PROCESS_ID",
-                           "PYTEST_CURRENT_TEST"})
+                           "XLA_FLAGS", "PYTEST_CURRENT_TEST"})
 
 
 def base_env(**changes: str) -> dict[str, str]:
@@ -79,26 +81,25 @@ class Runner:
   """A zygote started with environment `env`; `run` serves a command from it (or from a real subprocess)."""
 
   def __init__(self, env: dict[str, str]):
-    self.env = dict(env)
-    self.real_runs = 0  # commands that needed a real subprocess
     self._log = tempfile.NamedTemporaryFile(prefix="pkdot-zygote-", suffix=".log")
-    self._proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)], cwd=ROOT, env=self.env,
+    self._proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)], cwd=ROOT, env=env,
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log)
     self._buffer = b""
     ready = self._receive(time.monotonic() + 600)
-    if ready.get("ready") is not True:
+    if "ready" not in ready:
       self.close()
       raise RuntimeError(f"the zygote did not start: {ready}")
+    # Its environment before and after its imports (TensorFlow sets variables of its own, as it would in any process)
+    self.envs = {_import_time(env), _import_time(ready["ready"])}
 
   def forks(self, env: dict[str, str]) -> bool:
     """Whether a command with environment `env` can be forked from this zygote."""
-    return hasattr(os, "fork") and _import_time(env) == _import_time(self.env)
+    return hasattr(os, "fork") and _import_time(env) in self.envs
 
   def run(self, args, *, env: dict[str, str], cwd: str = ROOT, code: str | None = None,
           timeout: float = 180) -> subprocess.CompletedProcess:
     """`run_real(args, env=env, cwd=cwd, code=code, timeout=timeout)`, forked when `forks(env)`."""
     if not self.forks(env):
-      self.real_runs += 1
       return run_real(args, env=env, cwd=cwd, code=code, timeout=timeout)
     with tempfile.TemporaryDirectory(prefix="pkdot-cli-") as tmp:
       out, err = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
@@ -169,22 +170,23 @@ def _import_time(env: dict[str, str]) -> tuple:
   return tuple(sorted((k, v) for k, v in env.items() if k not in CALL_TIME_ENV))
 
 
-_shared: dict[tuple, Runner] = {}
+_shared: list[Runner] = []
 
 
 def shared(env: dict[str, str]) -> Runner:
-  """This process's runner whose zygote has environment `env` (the variables of CALL_TIME_ENV aside), started at
-  its first use."""
-  key = _import_time(env)
-  if key not in _shared or not _shared[key].alive():
-    _shared[key] = Runner(env)
-  return _shared[key]
+  """This process's runner that forks a command of environment `env`, started at the first such command."""
+  _shared[:] = [runner for runner in _shared if runner.alive()]
+  for runner in _shared:
+    if runner.forks(env):
+      return runner
+  _shared.append(Runner(env))
+  return _shared[-1]
 
 
 def close_shared() -> None:
   """Ends every zygote this process started."""
   while _shared:
-    _shared.popitem()[1].close()
+    _shared.pop().close()
 
 
 atexit.register(close_shared)
@@ -205,7 +207,7 @@ def _serve_forever() -> None:
     importlib.import_module(name)
   _check_no_backend()
   reply = os.fdopen(replies, "w", buffering=1)
-  reply.write(json.dumps({"ready": True}) + "\n")
+  reply.write(json.dumps({"ready": dict(os.environ)}) + "\n")
   for line in os.fdopen(requests, "rb", buffering=0):
     request = json.loads(line)
     sys.stdout.flush()

@@ -92,30 +92,24 @@ def test_help_combinations_show_train_help(args):
 # ------------------------------------------------------------------------------------------- the entry point
 @pytest.mark.parametrize("args,code,status", [
     (["--help"], None, 0),
-    (["train", "--config=synthetic:no_such_variant", "--workdir=w"], None, 2),
+    (["nosuch"], None, 2),
     (["x"], "import sys\nfrom pkdot_jax import main\nprint(sys.argv, sys.path[:2], __name__)\n"
             "main.run(['pkdot', 'report', '--workdir=w', '--bogus'])", 2),
+    ([], "BUG_BEFORE_RUNNING", 1),
 ])
 def test_a_fresh_interpreter_gives_what_the_forked_command_gives(args, code, status, tmp_path):
-  """`python -m pkdot_jax.main` (and `python -c`) in a new interpreter: the status and output of the runner's."""
-  args = [a.replace("=w", f"={tmp_path / 'w'}") for a in args]
+  """`python -m pkdot_jax.main` (and `python -c`) in a new interpreter: the status, output and traceback of the
+  runner's."""
+  code = BUG_BEFORE_RUNNING.format(error="KeyError") if code == "BUG_BEFORE_RUNNING" else code
   code = code and code.replace("=w", f"={tmp_path / 'w'}")
   real = cli_runner.run_real(args, env=cli_runner.base_env(), code=code)
   forked = pkdot(*args, code=code)
   assert real.returncode == status, real.stderr
   assert (real.returncode, real.stdout, real.stderr) == (forked.returncode, forked.stdout, forked.stderr)
-  assert real.stdout.startswith("usage: pkdot ") if status == 0 else real.stderr.startswith("pkdot: error: ")
+  expected = {0: ("stdout", "usage: pkdot "), 1: ("stderr", "Traceback (most recent call last):\n"),
+              2: ("stderr", "pkdot: error: ")}[status]
+  assert getattr(real, expected[0]).startswith(expected[1])
   assert not (tmp_path / "w").exists()
-
-
-def test_a_bug_in_a_fresh_interpreter_keeps_its_traceback():
-  code = BUG_WHILE_RUNNING.format(error="KeyError")
-  real, forked = cli_runner.run_real([], env=cli_runner.base_env(), code=code), pkdot(code=code)
-  assert real.returncode == forked.returncode == 1, real.stderr
-  for proc in (real, forked):
-    assert proc.stderr.startswith("Traceback (most recent call last):\n"), proc.stderr
-    assert 'File "<string>", line 7, in <module>' in proc.stderr and "cli_runner" not in proc.stderr
-  assert real.stderr.splitlines()[-1] == forked.stderr.splitlines()[-1] == "KeyError: 'a bug'"
 
 
 STATE = """
@@ -142,9 +136,11 @@ def test_each_forked_command_starts_from_the_imported_state():
 
 def test_the_runner_forks_only_where_the_environment_at_import_is_the_same():
   runner = cli_runner.shared(cli_runner.base_env())
-  assert runner.forks(cli_runner.base_env(PKDOT_DEBUG="1"))
-  assert not runner.forks(cli_runner.base_env(XLA_FLAGS="--xla_force_host_platform_device_count=2"))
+  assert runner.forks(cli_runner.base_env(PKDOT_DEBUG="1", XLA_FLAGS="--xla_force_host_platform_device_count=2"))
   assert not runner.forks(cli_runner.base_env(PKDOT_COMPILATION_CACHE=ROOT))
+  parent = "import os\nprint(os.getppid() == {})".format(os.getpid())
+  assert pkdot(code=parent).stdout == "False\n"  # a child of the zygote
+  assert pkdot(code=parent, env={"JAX_ENABLE_X64": "1"}).stdout == "True\n"  # read by JAX at import: a real one
 
 
 def test_a_command_past_its_timeout_is_killed():
