@@ -237,7 +237,8 @@ def _wait(pid: int, requests: int) -> int:
       if child is not None:
         os.close(child)
       return os.waitstatus_to_exitcode(status)
-    ready = select.select([requests] + ([child] if child is not None else []), [], [], 0.05)[0]
+    ready = select.select([requests] + ([child] if child is not None else []), [], [],
+                          None if child is not None else 0.05)[0]
     if requests in ready:  # no request comes while a child runs: this is the end of the input
       os.kill(pid, signal.SIGKILL)
       os.waitpid(pid, 0)
