@@ -5,6 +5,7 @@ compile it once)."""
 import atexit
 import os
 import shutil
+import sys
 import tempfile
 
 _flags = os.environ.get("XLA_FLAGS", "")
@@ -45,3 +46,10 @@ def pytest_collection_modifyitems(config, items):
   tests_dir = os.path.dirname(os.path.abspath(__file__))
   rank = {os.path.join(tests_dir, *name.split("/")): i for i, name in enumerate(LONG_FILES)}
   items.sort(key=lambda item: rank.get(str(item.path), len(rank)))  # stable: the other files keep their order
+
+
+def pytest_sessionfinish(session, exitstatus):
+  # The warm processes that serve the `pkdot` commands of the CLI tests (tests/cli_runner.py), also after Ctrl-C.
+  runner = sys.modules.get("cli_runner")
+  if runner is not None:
+    runner.close_shared()

@@ -1,6 +1,9 @@
-"""The `pkdot` command line, run in a subprocess: help, one-line user errors, checks before the workdir is touched.
+"""The `pkdot` command line, as `python -m pkdot_jax.main`: help, one-line user errors, checks before the workdir is
+touched.
 
-No test trains: every command here stops at help, at a bad input, or at the checks that run before training.
+No test trains: every command here stops at help, at a bad input, or at the checks that run before training. The
+commands are forked from a process that imported the package once (`cli_runner`); the entry point's tests compare
+that with a fresh interpreter.
 """
 
 import glob
@@ -9,22 +12,14 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import cli_runner  # tests/ is on sys.path (pytest rootdir-relative import mode)
+from cli_runner import pkdot
+
+ROOT = cli_runner.ROOT
 COMMANDS = ("train", "demo", "sweep", "report", "data")
-
-
-def pkdot(*args, env=None, code=None, timeout=180):
-  """Runs `python -m pkdot_jax.main ARGS` (or `python -c CODE ARGS`) from the repository root."""
-  full_env = {k: v for k, v in os.environ.items() if k != "PKDOT_DEBUG"}
-  full_env.update(PYTHONPATH=ROOT + os.pathsep + full_env.get("PYTHONPATH", ""), JAX_PLATFORMS="cpu",
-                  PKDOT_COMPILATION_CACHE="")
-  full_env.update(env or {})
-  cmd = [sys.executable] + (["-c", code] if code else ["-m", "pkdot_jax.main"]) + [str(a) for a in args]
-  return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
 def assert_user_error(proc, *fragments):
@@ -92,6 +87,68 @@ def test_help_combinations_show_train_help(args):
   proc = pkdot(*args)
   assert proc.returncode == 0, proc.stderr
   assert proc.stdout.startswith("pkdot train: ")
+
+
+# ------------------------------------------------------------------------------------------- the entry point
+@pytest.mark.parametrize("args,code,status", [
+    (["--help"], None, 0),
+    (["nosuch"], None, 2),
+    (["x"], "import sys\nfrom pkdot_jax import main\nprint(sys.argv, sys.path[:2], __name__)\n"
+            "main.run(['pkdot', 'report', '--workdir=w', '--bogus'])", 2),
+    ([], "BUG_BEFORE_RUNNING", 1),
+])
+def test_a_fresh_interpreter_gives_what_the_forked_command_gives(args, code, status, tmp_path):
+  """`python -m pkdot_jax.main` (and `python -c`) in a new interpreter: the status, output and traceback of the
+  runner's."""
+  code = BUG_BEFORE_RUNNING.format(error="KeyError") if code == "BUG_BEFORE_RUNNING" else code
+  code = code and code.replace("=w", f"={tmp_path / 'w'}")
+  real = cli_runner.run_real(args, env=cli_runner.base_env(), code=code)
+  forked = pkdot(*args, code=code)
+  assert real.returncode == status, real.stderr
+  assert (real.returncode, real.stdout, real.stderr) == (forked.returncode, forked.stdout, forked.stderr)
+  expected = {0: ("stdout", "usage: pkdot "), 1: ("stderr", "Traceback (most recent call last):\n"),
+              2: ("stderr", "pkdot: error: ")}[status]
+  assert getattr(real, expected[0]).startswith(expected[1])
+  assert not (tmp_path / "w").exists()
+
+
+STATE = """
+import os, sys
+from absl import flags
+from jax._src import xla_bridge
+from pkdot_jax import console
+print(flags.FLAGS.is_parsed(), xla_bridge.backends_are_initialized(), console.verbosity(), os.getcwd(),
+      os.environ.get("PKDOT_DEBUG"), os.environ.get("LEFT_BEHIND"), sys.argv, sys.path[:2], __name__)
+flags.FLAGS.mark_as_parsed()
+console.set_verbosity(-1)
+import jax; jax.devices()
+os.environ["LEFT_BEHIND"] = "1"
+"""
+
+
+def test_each_forked_command_starts_from_the_imported_state():
+  """Flags unparsed, no JAX backend, default verbosity, its own environment and argv: nothing left by the last."""
+  from pkdot_jax import console
+  expected = f"False False {console.DEFAULT} {ROOT} {{}} None ['-c', {{}}] ['', {ROOT!r}] __main__\n"
+  assert pkdot("a", code=STATE, env={"PKDOT_DEBUG": "1"}).stdout == expected.format("1", "'a'")
+  assert pkdot("b", code=STATE).stdout == expected.format("None", "'b'")
+
+
+def test_the_runner_forks_only_where_the_environment_at_import_is_the_same():
+  runner = cli_runner.shared(cli_runner.base_env())
+  assert runner.forks(cli_runner.base_env(PKDOT_DEBUG="1", XLA_FLAGS="--xla_force_host_platform_device_count=2"))
+  assert not runner.forks(cli_runner.base_env(PKDOT_COMPILATION_CACHE=ROOT))
+  parent = "import os\nprint(os.getppid() == {})".format(os.getpid())
+  assert pkdot(code=parent).stdout == "False\n"  # a child of the zygote
+  assert pkdot(code=parent, env={"JAX_ENABLE_X64": "1"}).stdout == "True\n"  # read by JAX at import: a real one
+
+
+def test_a_command_past_its_timeout_is_killed():
+  with pytest.raises(subprocess.TimeoutExpired) as raised:
+    pkdot(code="import os, time\nprint(os.getpid(), flush=True)\ntime.sleep(300)", timeout=3)
+  with pytest.raises(ProcessLookupError):
+    os.kill(int(raised.value.output), 0)  # killed and reaped
+  assert pkdot("--help").returncode == 0  # the runner serves the next command
 
 
 # ----------------------------------------------------------------------------------------------- user errors

@@ -1,20 +1,15 @@
 """`pkdot data check` on fake BioVid and Aff-Wild2 layouts: every bad file named with its reason, the counts and
 folds of what is usable, the size estimate against a real preparation, and the exit codes of the command."""
 
-import os
-import pathlib
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 from pkdot_jax import configs
 from pkdot_jax.data import check
 from pkdot_jax.data import io as io_lib
-import fakes  # tests/data is on sys.path (pytest rootdir-relative import mode)
+import cli_runner  # tests/ and tests/data are on sys.path (pytest rootdir-relative import mode)
+import fakes
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 SUBJECTS = ("071309_w_21", "072514_m_27", "080309_m_29", "080314_w_25")
 
 
@@ -156,10 +151,8 @@ def test_affwild2_builder_refuses_a_short_annotation(tmp_path):
 
 
 def _pkdot(*args):
-  env = {k: v for k, v in os.environ.items() if k != "PKDOT_DEBUG"}
-  env.update(PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""), JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, "-m", "pkdot_jax.main", *map(str, args)], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=300)
+  """`pkdot ARGS` as `python -m pkdot_jax.main`, forked from the test runner's warm process (tests/cli_runner.py)."""
+  return cli_runner.pkdot(*args, timeout=300)
 
 
 def test_command_exit_codes(tmp_path):
