@@ -23,7 +23,7 @@ from multiprocess_worker import config_for
 from pkdot_jax.train import checkpoint, loop
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multiprocess_worker.py")
-TIMEOUT_S = 900  # bounded; about 2 minutes on an idle 2-core machine
+TIMEOUT_S = 900  # bounded; a few minutes on a 2-core machine
 
 
 def _free_port() -> int:
@@ -35,8 +35,8 @@ def _free_port() -> int:
 def _launch(data_dir, workdir, logs, cache_dir):
   port = _free_port()
   # The worker sets its own device count and keeps the session's other XLA flags (the single-process reference
-  # compiles with them). Its compilation cache is this test's own, written by the first run and read by the
-  # restarted one (the session's cache holds the single-process reference's programs, compiled for other devices).
+  # compiles with them). Their compilation cache is this test's own fresh directory: both processes of the first
+  # run write it, the restarted ones load the student's programs from it instead of compiling them again.
   env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache_dir))
   env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
                               if not f.startswith("--xla_force_host_platform_device_count"))
