@@ -1,10 +1,12 @@
 """Sweep shards started together: two `pkdot sweep --shard=i/2` processes share one workdir and an empty data
 dir; four runs (video-only students) need one teacher. Both exit 0, the shared teacher is trained once (its
-journal has one record per epoch), and every run's records and results equal those of a single process.
-Bounded time; every process is reaped."""
+journal has one record per epoch), and every run's records and results equal those of a single process (run
+first, in the test process: the shards load its programs from the test session's compilation cache; its data
+is then deleted for the shards to build again). Bounded time; every process is reaped."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -37,6 +39,10 @@ def _records(workdir):
 def test_two_shards_at_once_equal_one_process(tmp_path):
   sweep_file = tmp_path / "sweep.py"
   sweep_file.write_text(SWEEP.format(data_dir=str(tmp_path / "tfds")))
+  spec = load_module(str(sweep_file), "concurrent_sweep").get_sweep()
+  single = tmp_path / "single"
+  sweep.run_sweep(spec, str(single))  # one process (it compiles every program the shards run)
+  shutil.rmtree(tmp_path / "tfds")  # the shards start from an empty data dir
   root = tmp_path / "sharded"
   cache = os.environ.get("JAX_COMPILATION_CACHE_DIR", "")
   logs = [open(tmp_path / f"shard{i}.log", "w") for i in range(2)]
@@ -55,9 +61,6 @@ def test_two_shards_at_once_equal_one_process(tmp_path):
   outputs = [(tmp_path / f"shard{i}.log").read_text() for i in range(2)]
   assert codes == [0, 0], "\n".join(o[-3000:] for o in outputs)
 
-  spec = load_module(str(sweep_file), "concurrent_sweep").get_sweep()
-  single = tmp_path / "single"
-  sweep.run_sweep(spec, str(single))  # one process, the data built by the shards
   names = [name for name, _ in sweep.expand(spec)]
   teachers = os.listdir(root / "teachers")
   assert len(teachers) == 1 and os.listdir(single / "teachers") == teachers

@@ -2,7 +2,9 @@
 
 Before the training batch number PAUSE_AT_BATCH (counted from 1 over the whole process) is handed to the
 trainer, it prints `paused` to stdout and reads one line from stdin: the test sends its signal while the process
-waits there, at a known step, then lets it go on. PAUSE_AT_BATCH=0: no pause (the plain command)."""
+waits there, at a known step, then lets it go on. PAUSE_AT_BATCH=0: no pause (the plain command).
+PAUSE_AT_BATCH=start: the command's training modules are imported, then it prints `ready` and reads one line
+before the command runs (a test starts it while another process trains and lets it run when due)."""
 
 import faulthandler
 import signal
@@ -37,8 +39,11 @@ def _pause_before(batch_number: int) -> None:
 if __name__ == "__main__":
   _die_with_parent()
   faulthandler.dump_traceback_later(600, exit=True)  # a hung worker shows its stacks and exits
-  pause_at = int(sys.argv[1])
-  if pause_at:
-    _pause_before(pause_at)
+  if sys.argv[1] == "start":
+    from pkdot_jax.train import loop  # noqa: F401 (the imports that take a new process's first seconds)
+    print("ready", flush=True)
+    sys.stdin.readline()
+  elif int(sys.argv[1]):
+    _pause_before(int(sys.argv[1]))
   from pkdot_jax import main
   main.run(["pkdot"] + sys.argv[2:])

@@ -1,14 +1,18 @@
 """Two local processes (127.0.0.1, a free port, 2 fake CPU devices each, gloo collectives) train the whole
 pipeline -- multitask teacher, T-Net, MT-PKDOT student over two member seeds, teacher cache -- and equal one
-process on 4 devices. Process 1 is killed (SIGKILL) once the student has checkpointed its first epoch, process
-0 after it (as a cluster requeue would), both are restarted and resume. Every process is always reaped."""
+process on 4 devices (trained in the test process while the two processes run). Process 1 is killed (SIGKILL)
+once the student has checkpointed its first epoch, process 0 after it (as a cluster requeue would), both are
+restarted and resume, loading the programs of the first run from a compilation cache of their own. Every
+process is always reaped."""
 
+import concurrent.futures
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -19,7 +23,7 @@ from multiprocess_worker import config_for
 from pkdot_jax.train import checkpoint, loop
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multiprocess_worker.py")
-TIMEOUT_S = 900  # bounded; about 3 minutes on an idle 2-core machine
+TIMEOUT_S = 900  # bounded; a few minutes on a 2-core machine
 
 
 def _free_port() -> int:
@@ -28,21 +32,22 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch(data_dir, workdir, logs):
+def _launch(data_dir, workdir, logs, cache_dir):
   port = _free_port()
   # The worker sets its own device count and keeps the session's other XLA flags (the single-process reference
-  # compiles with them); no persistent compilation cache (a restart that loaded the first run's programs from
-  # the test session's cache once stalled after connecting; not reproduced outside it).
-  env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+  # compiles with them). Their compilation cache is this test's own fresh directory: both processes of the first
+  # run write it, the restarted ones load the student's programs from it instead of compiling them again.
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache_dir))
   env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
                               if not f.startswith("--xla_force_host_platform_device_count"))
   return [subprocess.Popen([sys.executable, WORKER, str(port), "2", str(i), str(data_dir), str(workdir)],
                            stdout=logs[i], stderr=subprocess.STDOUT, env=env) for i in range(2)]
 
 
-def _wait(procs, deadline, until=None):
-  """Until every process has exited (True: all with status 0) or `until()` holds; fails at the deadline."""
-  while time.monotonic() < deadline:
+def _wait(procs, deadline, stop, until=None):
+  """Until every process has exited (True: all with status 0) or `until()` holds; fails at the deadline or
+  when `stop` is set (the test failed elsewhere)."""
+  while time.monotonic() < deadline and not stop.is_set():
     if until is not None and until():
       return False
     codes = [p.poll() for p in procs]
@@ -62,28 +67,42 @@ def _kill(procs):
     p.wait(timeout=30)
 
 
-@pytest.mark.slow
-def test_two_processes_equal_one_and_resume_after_a_kill(data_dir, tmp_path):
-  single = str(tmp_path / "single")
-  loop.run_pipeline(config_for(data_dir, num_devices=4), single)  # this process's first 4 fake devices
-
-  multi = tmp_path / "multi"
+def _run_killed_and_resumed(data_dir, tmp_path, live, stop):
+  """The two-process job: started, killed once the student has checkpointed, restarted; returns its workdir.
+  `live` holds the processes running now (the caller reaps them whatever happens)."""
+  multi, cache_dir = tmp_path / "multi", tmp_path / "xla-cache"
   logs = [open(tmp_path / f"process{i}.log", "w") for i in range(2)]
   deadline = time.monotonic() + TIMEOUT_S
   student_checkpoints = multi / "student" / "checkpoints"
-  procs = _launch(data_dir, multi, logs)
   try:
+    live[:] = _launch(data_dir, multi, logs, cache_dir)
     checkpointed = lambda: student_checkpoints.exists() and any(n.isdigit() for n in os.listdir(student_checkpoints))
-    finished = _wait(procs, deadline, until=checkpointed)
+    finished = _wait(live, deadline, stop, until=checkpointed)
     assert not finished and checkpointed(), "the first run ended before the student checkpointed"
-    _kill(procs[1:])  # one process dies ...
-    _kill(procs)      # ... and the job is requeued: every process restarts
-    procs = _launch(data_dir, multi, logs)
-    assert _wait(procs, deadline), "the resumed run failed: " + (tmp_path / "process0.log").read_text()[-3000:]
+    _kill(live[1:])  # one process dies ...
+    _kill(live)      # ... and the job is requeued: every process restarts
+    live[:] = _launch(data_dir, multi, logs, cache_dir)
+    assert _wait(live, deadline, stop), "the resumed run failed: " + (tmp_path / "process0.log").read_text()[-3000:]
   finally:
-    _kill(procs)
     for log in logs:
       log.close()
+  return multi
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_and_resume_after_a_kill(data_dir, tmp_path):
+  live: list[subprocess.Popen] = []
+  stop = threading.Event()
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    job = pool.submit(_run_killed_and_resumed, data_dir, tmp_path, live, stop)
+    try:
+      single = str(tmp_path / "single")
+      loop.run_pipeline(config_for(data_dir, num_devices=4), single)  # this process's first 4 fake devices
+      multi = job.result(timeout=TIMEOUT_S)
+    finally:
+      stop.set()  # (the job's thread starts the processes: it lives until they are reaped or killed here)
+      concurrent.futures.wait([job])
+      _kill(live)
 
   student_records = [r for r in loop.read_metrics(str(multi)) if r["stage"] == "student"]
   assert [r["epoch"] for r in student_records] == [1, 2]  # epoch 1 from before the kill, epoch 2 resumed

@@ -153,40 +153,51 @@ def _readline(proc, deadline_s):
   return proc.stdout.readline()
 
 
+def _go(proc, deadline_s):
+  """Lets a worker started with PAUSE_AT_BATCH=start run its command once it has printed `ready`."""
+  assert _readline(proc, deadline_s).strip() == "ready"
+  proc.stdin.write("go\n")
+  proc.stdin.flush()
+
+
 def test_pkdot_train_sigterm_exits_143_and_the_rerun_matches(uninterrupted, tmp_path):
   """The command as a user runs it: SIGTERM from outside while step 4 (epoch 2) is about to run; meanwhile a
-  second `pkdot train` into the same workdir is refused (exit 2) naming the first."""
+  second `pkdot train` into the same workdir is refused (exit 2) naming the first. The second command and the
+  re-run start with the first (their imports overlap its training) and run when due."""
   config, reference = uninterrupted
   workdir = str(tmp_path / "run")
   args = ["train", "--config=synthetic:smoke", f"--workdir={workdir}", "--stages=teacher",
           f"--config.data.data_dir={config.data.data_dir}", "--config.num_devices=1",
           "--config.stages.teacher.num_epochs=2",
           f"--compilation_cache={os.environ.get('JAX_COMPILATION_CACHE_DIR', '')}"]
-  proc = subprocess.Popen([sys.executable, WORKER, "4", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+  proc, second, rerun = (subprocess.Popen([sys.executable, WORKER, pause, *args], stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         for pause in ("4", "start", "start"))
   try:
     assert _readline(proc, TIMEOUT_S).strip() == "paused"
     # The same command again while the first one trains: refused in one line naming the live holder.
-    second = subprocess.run([sys.executable, "-m", "pkdot_jax.main", *args], capture_output=True, text=True,
-                            timeout=TIMEOUT_S)
-    assert second.returncode == 2, second.stderr[-3000:]
-    assert second.stderr.strip().splitlines()[-1].startswith(
-        f"pkdot: error: workdir {workdir} is in use by pid {proc.pid} on host "), second.stderr[-3000:]
-    assert "Traceback" not in second.stderr
+    _go(second, TIMEOUT_S)
+    _, second_stderr = second.communicate(timeout=TIMEOUT_S)
+    assert second.returncode == 2, second_stderr[-3000:]
+    assert second_stderr.strip().splitlines()[-1].startswith(
+        f"pkdot: error: workdir {workdir} is in use by pid {proc.pid} on host "), second_stderr[-3000:]
+    assert "Traceback" not in second_stderr
     proc.send_signal(signal.SIGTERM)
     proc.stdin.write("go\n")
     proc.stdin.flush()
     _, stderr = proc.communicate(timeout=TIMEOUT_S)
-  finally:
-    if proc.poll() is None:
-      proc.kill()
-    proc.wait(timeout=60)
-  assert proc.returncode == 143, stderr[-3000:]
-  last = stderr.strip().splitlines()[-1]
-  assert last.startswith("pkdot: stopped by SIGTERM: teacher step 4 of 6 saved in ") and \
-      last.endswith("run the same command again to resume from it (exit status 143)"), stderr[-3000:]
-  assert _latest(workdir)[0] == 4
+    assert proc.returncode == 143, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("pkdot: stopped by SIGTERM: teacher step 4 of 6 saved in ") and \
+        last.endswith("run the same command again to resume from it (exit status 143)"), stderr[-3000:]
+    assert _latest(workdir)[0] == 4
 
-  rerun = subprocess.run([sys.executable, WORKER, "0", *args], capture_output=True, text=True, timeout=TIMEOUT_S)
-  assert rerun.returncode == 0, rerun.stderr[-3000:]
+    _go(rerun, TIMEOUT_S)
+    _, rerun_stderr = rerun.communicate(timeout=TIMEOUT_S)
+    assert rerun.returncode == 0, rerun_stderr[-3000:]
+  finally:
+    for p in (proc, second, rerun):
+      if p.poll() is None:
+        p.kill()
+      p.wait(timeout=60)
   _assert_same_run(workdir, reference)
