@@ -93,6 +93,13 @@ def test_distillation_term_names_mismatched_sizes():
     steps.distillation_term("fitnets", {}, out, jnp.zeros((4, 16)), jnp.zeros((4, 2)), {}, "classification")
 
 
+@pytest.fixture(scope="module")
+def branch_setup():
+  """The branch tests' models, initial variables and batches, built once for the module (only `state(...)`'s
+  fresh states are trained)."""
+  return _branch_setup()
+
+
 def _branch_setup(batch_size=8):
   """A multitask teacher, a student, and a batch carrying the teacher cache's fields (incl. MT-PKDOT heads)."""
   cfg = models.default_config("tiny")
@@ -126,12 +133,12 @@ BRANCHES = ({"method": "hinton_kd", "kwargs": {"temperature": 4.0}},  # logits
             {"method": "pkdot", "kwargs": {"k": 3, "epsilon": 0.05}, "mt_pkdot": True})  # embeddings, heads
 
 
-def test_loss_branches_equal_their_single_loss_programs():
+def test_loss_branches_equal_their_single_loss_programs(branch_setup):
   """One program holding several distillation losses (a switch on hparams["distill_branch"]) gives, for each
   branch, the loss and update of the program compiled for that loss alone; also when the members are vmapped
   (where the switch becomes a select over every branch); and MT-PKDOT from the cached heads equals MT-PKDOT
   with the teacher run inside the step."""
-  student, teacher, tx, state, batch, cached = _branch_setup()
+  student, teacher, tx, state, batch, cached = branch_setup
   key = jax.random.key_data(jax.random.key(0))
   shared = jax.jit(steps.make_train_step(steps.student_loss(student, teacher, "classification",
                                                             {"branches": BRANCHES}), tx))
@@ -162,11 +169,11 @@ def test_loss_branches_equal_their_single_loss_programs():
     assert float(metrics["loss"][i]) == pytest.approx(float(ref["loss"]), rel=1e-5)
 
 
-def test_extra_terms_add_their_weighted_losses_and_gradients():
+def test_extra_terms_add_their_weighted_losses_and_gradients(branch_setup):
   """A branch with extra terms (fixed weights) is the sum of its terms: its loss is the sum of the single-loss
   programs' weighted values and, with SGD, its update the sum of their updates; the OT diagnostics come from
   an extra PKDOT term too; with the extra terms in a shared program the switch still selects them."""
-  student, teacher, tx, state, _, cached = _branch_setup()
+  student, teacher, tx, state, _, cached = branch_setup
   key = jax.random.key_data(jax.random.key(0))
   hinton, pkdot = BRANCHES[0], {"method": "pkdot", "kwargs": {"k": 3, "epsilon": 0.05}}
   combined = {**hinton, "extra": [{"method": "pkdot", "weight": 0.5, "kwargs": pkdot["kwargs"]}]}
