@@ -158,7 +158,7 @@ def test_loss_branches_equal_their_single_loss_programs(branch_setup):
       _, in_step = single(state(0, task_weight), batch, key)
       assert float(in_step["loss"]) == pytest.approx(float(ref["loss"]), rel=1e-5)
 
-  stacked_state = jax.tree.map(lambda *xs: jnp.stack(xs), *[state(i, 0.8 if b.get("mt_pkdot") else 1.0)
+  stacked_state = jax.tree.map(lambda *xs: np.stack(xs), *[state(i, 0.8 if b.get("mt_pkdot") else 1.0)
                                                               for i, b in enumerate(BRANCHES)])
   stacked_batch = jax.tree.map(lambda x: np.stack([x] * len(BRANCHES)), cached)
   vmapped = jax.jit(jax.vmap(steps.make_train_step(steps.student_loss(
@@ -193,7 +193,9 @@ def test_extra_terms_add_their_weighted_losses_and_gradients(branch_setup):
   assert float(m_c["extra_loss"]) == pytest.approx(0.5 * float(m_p["distill_loss"]), rel=1e-5)
   assert float(m_c["ot_iterations"]) == float(m_p["ot_iterations"]) > 0
   start = state(0).params
-  for c, h, p, s in zip(*(jax.tree.leaves(x) for x in (state_c.params, state_h.params, state_p.params, start))):
+  # On host arrays: the differences are not worth a compiled program per leaf shape.
+  for c, h, p, s in zip(*(map(np.asarray, jax.tree.leaves(x))
+                          for x in (state_c.params, state_h.params, state_p.params, start))):
     np.testing.assert_allclose(c - s, (h - s) + (p - s), rtol=1e-4, atol=1e-6)
   _, m_shared = run(None, 0.6, branches=(BRANCHES[1], combined), index=1)
   assert float(m_shared["loss"]) == pytest.approx(float(m_c["loss"]), rel=1e-5)
