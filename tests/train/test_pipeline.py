@@ -115,11 +115,13 @@ def test_event_files_hold_every_step_and_agree_with_metrics_jsonl(trained_pipeli
 
 def test_resume_is_exact(data_dir, tmp_path, capsys, smoke_context):
   """Killed mid-epoch after step 4 (checkpoint every step) and resumed == uninterrupted, data order and RNG
-  included; the console says so, and the event files hold each step once with the uninterrupted values."""
+  included; the console says so, and the event files hold each step once with the uninterrupted values. The
+  uninterrupted run checkpoints at its epochs' ends only (saves are most of this test's time; how often a run
+  saves changes nothing it trains)."""
   config = smoke_config(data_dir, **{"checkpoint.every_steps": 1})
   full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
   context = smoke_context  # the smoke teacher's programs, traced and compiled once
-  loop.run_pipeline(config, full, ("teacher",), context=context)
+  loop.run_pipeline(smoke_config(data_dir), full, ("teacher",), context=context)
   loop.validate_config(config, ("teacher",))
   checkpoint.check_or_write_config(resumed, config)
   stopped = loop.run_stage("teacher", config, resumed, stop_after_steps=4, context=context)
@@ -190,12 +192,12 @@ def test_bad_configs_are_named(data_dir, tmp_path):
                       str(tmp_path / "g"))
 
 
-def test_non_finite_loss_stops_with_last_good_checkpoint(data_dir, tmp_path):
+def test_non_finite_loss_stops_with_last_good_checkpoint(data_dir, tmp_path, smoke_context):
   config = smoke_config(data_dir, **{"optimizer.learning_rate": 1e30, "checkpoint.every_steps": 1,
                                      "log_every": 1})
   workdir = str(tmp_path)
   with pytest.raises(loop.NonFiniteLossError, match=r"teacher: non-finite loss at step \d+ \(terms: .*loss") as e:
-    loop.run_pipeline(config, workdir, ("teacher",))
+    loop.run_pipeline(config, workdir, ("teacher",), context=smoke_context)  # the init and eval programs shared
   bad_step = int(str(e.value).split("at step ")[1].split(" ")[0])
   saved = sorted(int(d) for d in os.listdir(os.path.join(workdir, "teacher", "checkpoints")) if d.isdigit())
   assert saved and max(saved) < bad_step  # no checkpoint written from the bad step on
