@@ -3,8 +3,6 @@ report's numbers against the results recomputed here."""
 
 import csv
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -14,9 +12,9 @@ from pkdot_jax import errors
 from pkdot_jax.study import demo, protocols, stats
 from pkdot_jax.train import checkpoint, records
 from pkdot_jax.train.programs import Context
+import cli_runner  # tests/ is on sys.path (pytest rootdir-relative import mode)
 
 METHODS = ("video_only", "task_only", "pkdot")
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
@@ -114,9 +112,7 @@ def test_the_report_matches_the_runs_and_rebuilds(study):
 
   first = open(os.path.join(workdir, "report", "report.md")).read()
   os.remove(os.path.join(workdir, "report", "report.md"))
-  env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-  proc = subprocess.run([sys.executable, "-m", "pkdot_jax.main", "report", workdir], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=600)  # `pkdot report WORKDIR`: from the files
+  proc = cli_runner.pkdot("report", workdir, timeout=600)  # `pkdot report WORKDIR`: from the files
   assert proc.returncode == 0, proc.stderr
   assert open(os.path.join(workdir, "report", "report.md")).read() == first
   assert proc.stdout == first + f"\nreport: {os.path.join(workdir, 'report', 'report.md')}\n"

@@ -13,6 +13,7 @@ from pkdot_jax import console
 from pkdot_jax.study import sweep
 from pkdot_jax.train import checkpoint, loop, summaries
 from train_helpers import smoke_config
+import cli_runner  # tests/ is on sys.path (pytest rootdir-relative import mode)
 
 
 def _records(workdir, stage):
@@ -247,15 +248,8 @@ def test_teacher_cache_and_weight_members_equal_single_runs(trained_pipeline, sm
 
 # ------------------------------------------------------------------------------ the loss-switch examples
 def _pkdot_cli(*args):
-  """`pkdot ARGS` in a subprocess from the repository root (the command a user types)."""
-  import subprocess
-  import sys
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  env = {k: v for k, v in os.environ.items() if k != "PKDOT_DEBUG"}
-  env.update(PYTHONPATH=root + os.pathsep + env.get("PYTHONPATH", ""), JAX_PLATFORMS="cpu",
-             PKDOT_COMPILATION_CACHE="")
-  return subprocess.run([sys.executable, "-m", "pkdot_jax.main", *map(str, args)], cwd=root, env=env,
-                        capture_output=True, text=True, timeout=600)
+  """`pkdot ARGS` in a new interpreter from the repository root (the command a user types)."""
+  return cli_runner.run_real(args, env=cli_runner.base_env(), timeout=600)
 
 
 @pytest.mark.slow
