@@ -238,9 +238,8 @@ class Loader:
     epochs = self.num_epochs if self.num_epochs is not None else _ENDLESS_EPOCHS
     return epochs * self.batches_per_epoch
 
-  def _in_process(self, start: int) -> grain.IterDataset:
-    """All epochs' batches from global batch `start` on, read by grain's threads in this process."""
-    reader = _BatchReader(self, self._stop())
+  def _in_process(self, reader: "_BatchReader", start: int) -> grain.IterDataset:
+    """The reader's batches from global batch `start` on, read by grain's threads in this process."""
     threads = self.read_threads
     return grain.MapDataset.source(reader)[start:].to_iter_dataset(
         grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(2, threads) if threads else 0))
@@ -250,10 +249,11 @@ class Loader:
     and serve every epoch, and stop when the iteration ends or is abandoned."""
     if start < 0 or (self.num_epochs is not None and start > len(self)):
       raise ValueError(f"start={start} is outside the loader's {len(self)} batches")
+    stop = self._stop()
+    reader = _BatchReader(self, stop)
     if self.worker_count > 0:
-      return workers.batches(_BatchReader(self, self._stop()), start, self._stop(), self.worker_count,
-                             self.batch_size)
-    return _closing(self._in_process(start))
+      return workers.batches(reader, start, stop, self.worker_count, self.batch_size)
+    return _closing(self._in_process(reader, start))
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
     return self.iterate(0)
