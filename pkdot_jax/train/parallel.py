@@ -165,6 +165,20 @@ def stack_host(trees: list[Any]) -> Any:
   return jax.tree.map(lambda *xs: np.stack([_host_value(x) for x in xs]), *trees)
 
 
+def member_of(x: Any, m: int) -> Any:
+  """Member `m` (index on the leading axis) of a host array or of a global array whose leading axis is not
+  sharded. A global array is sliced shard by shard on its own devices: no program spans the processes (an eager
+  `x[m]` on a multi-process array is one, which every process must dispatch in the same order)."""
+  if not isinstance(x, jax.Array) or x.is_fully_addressable:
+    return x[m]
+  sharding = x.sharding
+  if not isinstance(sharding, NamedSharding) or (len(sharding.spec) and sharding.spec[0] is not None):
+    raise ValueError(f"member_of: the member axis of a multi-process array must not be sharded, got {sharding}")
+  shards = [shard.data[m] for shard in x.addressable_shards]
+  return jax.make_array_from_single_device_arrays(x.shape[1:], NamedSharding(sharding.mesh, P(*sharding.spec[1:])),
+                                                  shards)
+
+
 def over_members(fn: Callable, in_axes: tuple, **jit_kwargs) -> Callable:
   """Jitted `fn` applied to every member (the leading axis of the arguments whose in_axes is 0).
 
@@ -189,7 +203,7 @@ def over_members(fn: Callable, in_axes: tuple, **jit_kwargs) -> Callable:
     for m in range(num_members):
       full = list(args)
       for i in mapped_positions:
-        full[i] = jax.tree.map(lambda x: x[m], hosts[i])
+        full[i] = jax.tree.map(lambda x: member_of(x, m), hosts[i])
       outs.append(single(*full))
     return stack_host(outs)
 

@@ -2,8 +2,9 @@
 pipeline -- multitask teacher, T-Net, MT-PKDOT student over two member seeds, teacher cache -- and equal one
 process on 4 devices (trained in the test process while the two processes run). Process 1 is killed (SIGKILL)
 once the student has checkpointed its first epoch, process 0 after it (as a cluster requeue would), both are
-restarted and resume, loading the programs of the first run from a compilation cache of their own. Every
-process is always reaped."""
+restarted and resume. The processes compile without a persistent compilation cache, as `pkdot train` runs a
+multi-process job (requeued processes that loaded the first run's programs from one stalled in their first
+step). Every process is always reaped."""
 
 import concurrent.futures
 import json
@@ -32,12 +33,11 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch(data_dir, workdir, logs, cache_dir):
+def _launch(data_dir, workdir, logs):
   port = _free_port()
   # The worker sets its own device count and keeps the session's other XLA flags (the single-process reference
-  # compiles with them). Their compilation cache is this test's own fresh directory: both processes of the first
-  # run write it, the restarted ones load the student's programs from it instead of compiling them again.
-  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache_dir))
+  # compiles with them). No persistent compilation cache, as in a multi-process `pkdot train`.
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
   env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
                               if not f.startswith("--xla_force_host_platform_device_count"))
   return [subprocess.Popen([sys.executable, WORKER, str(port), "2", str(i), str(data_dir), str(workdir)],
@@ -70,18 +70,18 @@ def _kill(procs):
 def _run_killed_and_resumed(data_dir, tmp_path, live, stop):
   """The two-process job: started, killed once the student has checkpointed, restarted; returns its workdir.
   `live` holds the processes running now (the caller reaps them whatever happens)."""
-  multi, cache_dir = tmp_path / "multi", tmp_path / "xla-cache"
+  multi = tmp_path / "multi"
   logs = [open(tmp_path / f"process{i}.log", "w") for i in range(2)]
   deadline = time.monotonic() + TIMEOUT_S
   student_checkpoints = multi / "student" / "checkpoints"
   try:
-    live[:] = _launch(data_dir, multi, logs, cache_dir)
+    live[:] = _launch(data_dir, multi, logs)
     checkpointed = lambda: student_checkpoints.exists() and any(n.isdigit() for n in os.listdir(student_checkpoints))
     finished = _wait(live, deadline, stop, until=checkpointed)
     assert not finished and checkpointed(), "the first run ended before the student checkpointed"
     _kill(live[1:])  # one process dies ...
     _kill(live)      # ... and the job is requeued: every process restarts
-    live[:] = _launch(data_dir, multi, logs, cache_dir)
+    live[:] = _launch(data_dir, multi, logs)
     assert _wait(live, deadline, stop), "the resumed run failed: " + (tmp_path / "process0.log").read_text()[-3000:]
   finally:
     for log in logs:
