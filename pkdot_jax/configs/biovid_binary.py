@@ -107,13 +107,7 @@ def smoke_training(config) -> None:
   for stage in AUTHORS_PIPELINE:
     config.stages[stage].num_epochs = 1
   config.distill.method_kwargs = {"pkdot": {"k": 4, "epsilon": 0.01, "max_iterations": 200}}
-  # Smaller than the "tiny" preset (two residual stages): XLA:CPU compile time of the train steps dominates.
-  m = config.model
-  for net in (m.video, m.privileged_net):
-    net.widths, net.blocks, net.stem_width = (8, 16), (1, 1), 8
-  m.fusion.embed_dim = m.fusion.mlp_dim = m.fusion.concat_hidden = 16
-  m.fusion.jca_token_dim, m.fusion.jca_hidden = 8, 4
-  m.tnet.hidden = (8,)
+  common.smoke_models(config.model)
 
 
 def biovid_config(num_classes: int, arg: str = "", name: str = "biovid_binary"):

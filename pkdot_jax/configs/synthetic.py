@@ -1,7 +1,7 @@
 """PKDOT on the embedded synthetic dataset (binary pain-like task), tiny models: runs on a laptop CPU.
 
   pkdot train --config=synthetic --workdir=runs/synthetic
-  pkdot train --config=synthetic:smoke --workdir=/tmp/smoke   # seconds, for tests
+  pkdot train --config=synthetic:smoke --workdir=/tmp/smoke   # seconds, for tests (smaller models: common.smoke_models)
 
 Data: generated on first use under config.data.data_dir (no download). Pipeline: teacher (video + physio,
 gated per-sample fusion) -> T-Net (MSE) -> student (video + T-Net + fusion) with task + 0.6 x PKDOT.
@@ -31,6 +31,7 @@ def get_config(arg: str = ""):
     config.stages.tnet.num_epochs = 1
     config.stages.student.num_epochs = 1
     config.distill.method_kwargs = {"pkdot": {"k": 4, "epsilon": 0.01, "max_iterations": 200}}
+    common.smoke_models(config.model)
   elif arg in ("demo", "demo_quick", "demo_all", "demo_size"):
     # The demo's students all start from the teacher's visual backbone; the multitask teacher serves MT-PKDOT
     # and every other method alike (its joint head is the plain teacher's head).

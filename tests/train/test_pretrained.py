@@ -115,7 +115,8 @@ def _bad_cases(tmp_path, m):
   deeper = m.video.copy_and_resolve_references()
   deeper.widths, deeper.blocks = tuple(deeper.widths) + (128,), tuple(deeper.blocks) + (1,)
   _write(tmp_path / "deeper.npz", "r3d_18", deeper, 0)
-  cases.append(({"video.pretrained": tmp_path / "deeper.npz"}, ["deeper.npz", "'layer5.0.", "no place"]))
+  cases.append(({"video.pretrained": tmp_path / "deeper.npz"},
+                ["deeper.npz", f"'layer{len(deeper.widths)}.0.", "no place"]))  # the extra stage's tensors
   cases.append(({"video.pretrained": tmp_path / "image.npz", "video.arch": "frame_cnn"}, ["video.arch", "r3d18"]))
   _write(tmp_path / "nan.npz", "r3d_18", m.video, 0, **{"layer1.0.conv2.1.running_var": np.full(
       m.video.widths[0], -1.0, np.float32), "layer1.0.conv1.0.weight": np.full(
