@@ -252,7 +252,7 @@ class Loader:
     stop = self._stop()
     reader = _BatchReader(self, stop)
     if self.worker_count > 0:
-      return workers.batches(reader, start, stop, self.worker_count, self.batch_size)
+      return workers.batches(reader, start, stop, self.worker_count, self.batch_size, self.read_threads)
     return _closing(self._in_process(reader, start))
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
@@ -298,7 +298,7 @@ def make_loader(source, indices: Sequence[int] | np.ndarray | None = None, *, ba
     transforms: callables `(example, rng) -> example`, applied in order (see pkdot_jax.data.transforms).
     shard_index, shard_count: this process's shard; shards partition each epoch's examples.
     worker_count: worker processes (0 = read in this process); each reads whole batches on one core.
-    read_threads: grain read threads of the in-process reader (worker_count=0).
+    read_threads: read threads of the in-process reader (worker_count=0, grain's) or of each worker process.
     keep_strings: keep string/bytes fields (e.g. sample names) as object arrays instead of dropping them.
     epoch_seeds: epoch e draws its order and transforms from `epoch_seed(seed, e)` (the trainer's seeding)
       instead of from (seed, e).

@@ -1,11 +1,13 @@
 """The loader's worker processes: N spawned processes read whole batches into rings of shared memory.
 
 Worker w of N reads batches first + w, first + w + N, ... with the loader's own batch reader, so its batches are
-those of the in-process reader. The large arrays of a batch (clips, signals) are collated straight into one of the
-worker's `depth` slots of shared memory; the small ones (labels, mask) go pickled through the worker's pipe with
-the slot's number. The main process takes the workers' batches in turn (the in-process order), copies the large
-arrays out of the slot and frees it; a semaphore per worker bounds how far it reads ahead. Nothing is pickled or
-allocated per batch but the small arrays, and the slots are reused for the whole run.
+those of the in-process reader; like the in-process reader, it reads on several threads (the inflation of the
+stored tensors runs outside the GIL), so N workers use up to N x threads cores. The large arrays of a batch
+(clips, signals) are collated straight into one of the worker's `depth` slots of shared memory; the small ones
+(labels, mask) go pickled through the worker's pipe with the slot's number. The main process takes the workers'
+batches in turn (the in-process order), copies the large arrays out of the slot and frees it; a semaphore per
+worker bounds how far it reads ahead. Nothing is pickled or allocated per batch but the small arrays, and the
+slots are reused for the whole run.
 
 The slots come from multiprocessing's heap: an unlinked file that the processes map when they start, so nothing
 is ever left in /dev/shm, however the processes end. A worker exits when its parent has gone; closing the
@@ -14,6 +16,8 @@ iterator stops the workers.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import multiprocessing
 import os
@@ -95,40 +99,54 @@ def _picklable(error: BaseException) -> BaseException:
 
 
 def _work(reader: BatchReader, first: int, stop: int, step: int, slots, layout: Layout, free, conn,
-          parent: int) -> None:
-  """A worker's loop: batches first, first + step, ... < stop, each into the next free slot. Ctrl-C is the main
-  process's to handle (it stops the workers); SIGTERM ends a worker, as it ends the main process."""
+          parent: int, threads: int) -> None:
+  """A worker's loop: batches first, first + step, ... < stop, each into the next free slot, up to `threads`
+  of them read at once and sent in order. Slots are taken in batch order and the main process frees them in
+  that order, so the slot a batch gets is free. Ctrl-C is the main process's to handle (it stops the workers);
+  SIGTERM ends a worker, as it ends the main process."""
   signal.signal(signal.SIGINT, signal.SIG_IGN)
   views = [layout.views(slot) for slot in slots]
-  for k, i in enumerate(range(first, stop, step)):
-    while not free.acquire(timeout=_POLL_S):
-      if not _parent_alive(parent):
+  todo = enumerate(range(first, stop, step))
+  reading: collections.deque = collections.deque()  # (batch, slot, allocator, future), in batch order
+  width = max(1, min(threads, len(views) - 1))
+  with concurrent.futures.ThreadPoolExecutor(width) as pool:
+    while True:
+      while len(reading) < width:  # start reads while a thread is idle
+        k, i = next(todo, (None, None))
+        if i is None:
+          break
+        while not free.acquire(timeout=_POLL_S):
+          if not _parent_alive(parent):
+            return
+        slot = k % len(views)
+        allocate = _SlotAllocator(views[slot])
+        reading.append((i, slot, allocate, pool.submit(reader.read, i, allocate)))
+      if not reading:
         return
-    slot = k % len(views)
-    allocate = _SlotAllocator(views[slot])
-    try:
-      batch = reader.read(i, allocate)
-    except BaseException as error:  # noqa: BLE001 -- reported to the main process, which raises it
-      conn.send(("error", i, _picklable(error), traceback.format_exc()))
-      return
-    small = {key: value for key, value in batch.items() if key not in allocate.rows}
-    try:
-      conn.send(("batch", i, slot, list(batch), allocate.rows, small))
-    except (BrokenPipeError, EOFError):  # the main process has closed the loader or exited
-      return
+      i, slot, allocate, future = reading.popleft()
+      try:
+        batch = future.result()
+      except BaseException as error:  # noqa: BLE001 -- reported to the main process, which raises it
+        conn.send(("error", i, _picklable(error), traceback.format_exc()))
+        return
+      small = {key: value for key, value in batch.items() if key not in allocate.rows}
+      try:
+        conn.send(("batch", i, slot, list(batch), allocate.rows, small))
+      except (BrokenPipeError, EOFError):  # the main process has closed the loader or exited
+        return
 
 
 class _Worker:
   """The main process's side of one worker: its process, pipe, semaphore and slot views."""
 
   def __init__(self, ctx, reader: BatchReader, index: int, first: int, stop: int, step: int, layout: Layout,
-               depth: int):
+               depth: int, threads: int):
     slots = [ctx.RawArray("B", max(layout.nbytes, 1)) for _ in range(depth)]
     self.views = [layout.views(slot) for slot in slots]
     self.free = ctx.Semaphore(depth)
     self.conn, send = ctx.Pipe(duplex=False)
     self.process = ctx.Process(target=_work, name=f"{WORKER_NAME}-{index}", daemon=True,
-                               args=(reader, first, stop, step, slots, layout, self.free, send, os.getpid()))
+                               args=(reader, first, stop, step, slots, layout, self.free, send, os.getpid(), threads))
     self.process.start()
     send.close()
 
@@ -168,11 +186,12 @@ class _Worker:
     self.views = []
 
 
-def batches(reader: BatchReader, start: int, stop: int, workers: int, batch_size: int,
+def batches(reader: BatchReader, start: int, stop: int, workers: int, batch_size: int, threads: int = 1,
             depth: int = 3) -> Generator[dict[str, Any], None, None]:
   """Batches start, ..., stop - 1 of `reader`: the first read here (it gives the slots' layout), the others by
-  `workers` spawned processes, which start before the first batch is yielded. They stop however the iteration
-  ends (exhausted, closed, dropped)."""
+  `workers` spawned processes of `threads` read threads each (at most depth - 1: a slot stays with the main
+  process until it has copied the batch out), which start before the first batch is yielded. They stop however
+  the iteration ends (exhausted, closed, dropped)."""
   if start >= stop:
     return
   first = reader.read(start)
@@ -182,7 +201,7 @@ def batches(reader: BatchReader, start: int, stop: int, workers: int, batch_size
   pool: list[_Worker] = []
   try:
     for w in range(count):
-      pool.append(_Worker(ctx, reader, w, start + 1 + w, stop, count, layout, depth))
+      pool.append(_Worker(ctx, reader, w, start + 1 + w, stop, count, layout, depth, threads))
     yield first
     for i in range(start + 1, stop):
       yield pool[(i - start - 1) % count].receive(i)
