@@ -297,7 +297,7 @@ def make_loader(source, indices: Sequence[int] | np.ndarray | None = None, *, ba
     pad: (when not dropping) pad the last batch to B with mask=False copies; False -> a smaller last batch.
     transforms: callables `(example, rng) -> example`, applied in order (see pkdot_jax.data.transforms).
     shard_index, shard_count: this process's shard; shards partition each epoch's examples.
-    worker_count: worker processes (0 = read in this process); each reads whole batches on one core.
+    worker_count: worker processes (0 = read in this process); each reads whole batches on its read threads.
     read_threads: read threads of the in-process reader (worker_count=0, grain's) or of each worker process.
     keep_strings: keep string/bytes fields (e.g. sample names) as object arrays instead of dropping them.
     epoch_seeds: epoch e draws its order and transforms from `epoch_seed(seed, e)` (the trainer's seeding)
