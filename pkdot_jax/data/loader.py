@@ -310,6 +310,9 @@ def make_loader(source, indices: Sequence[int] | np.ndarray | None = None, *, ba
     raise ValueError(f"indices must lie in [0, {len(source)}), got range [{indices.min()}, {indices.max()}]")
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  if worker_count < 0 or read_threads < 0:
+    raise ValueError(f"worker_count and read_threads must be >= 0, got worker_count={worker_count}, "
+                     f"read_threads={read_threads}")
   if shard_count < 1 or not 0 <= shard_index < shard_count:
     raise ValueError(f"need 0 <= shard_index < shard_count, got shard_index={shard_index}, "
                      f"shard_count={shard_count}")

@@ -103,6 +103,10 @@ def test_bad_arguments(tiny_binary):
     loader.make_loader(source, batch_size=2, shard_index=2, shard_count=2)
   with pytest.raises(ValueError, match="no full batch"):
     loader.make_loader(source, np.arange(5), batch_size=8, drop_remainder=True)
+  with pytest.raises(ValueError, match="read_threads=-1"):
+    loader.make_loader(source, batch_size=2, worker_count=1, read_threads=-1)
+  with pytest.raises(ValueError, match="worker_count=-1"):
+    loader.make_loader(source, batch_size=2, worker_count=-1)
 
 
 def _assert_same_batches(a_batches, b_batches):
